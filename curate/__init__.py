@@ -1,0 +1,1 @@
+"""Ray Data pipeline stages that turn web crawls into labeled, filtered documents."""

@@ -1,0 +1,1 @@
+"""Self-instruct SFT sets and preference sets from LLM backends."""
