@@ -1,0 +1,230 @@
+"""Preference pairs for the rm and dpo stages: read, tokenize with the chat template, collate.
+
+A pair becomes `prompt_ids` + `chosen_ids` / `rejected_ids` (the completion tokens, with
+the end-of-turn marker the template adds). Bad pairs are not silently lost: each one is
+dropped with a reason and counted for the data card:
+- `empty_response`       chosen or rejected is blank;
+- `identical_responses`  chosen == rejected (no preference signal);
+- `prompt_exceeds_cutoff` the prompt alone fills `cutoff_len`, so no response token is left.
+Over-long pairs that still keep response tokens are cut at `cutoff_len` from the end
+(TRL's "keep_start"), so the prompt stays whole.
+
+Also here: `generate_preference_rows`, the small toy preference set the stages train on
+when no data is given.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from schemas.convert import trl_to_preference
+from schemas.funnel import StageCount
+from schemas.validate import table_from_rows, validate
+
+DROP_EMPTY = "empty_response"
+DROP_IDENTICAL = "identical_responses"
+DROP_PROMPT_TOO_LONG = "prompt_exceeds_cutoff"
+STAGE_NAME = "preference_tokenize"
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------- reading
+def read_preference_file(path: str | Path) -> pa.Table:
+    """A preference table from Parquet (our schema), or JSON/JSONL with TRL's prompt/chosen/rejected."""
+    path = Path(path)
+    if path.is_dir():
+        from schemas.dataset_io import read_parquet_dir
+
+        return read_parquet_dir(path, "preference")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return validate(pq.read_table(path), "preference")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = json.loads(text)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of prompt/chosen/rejected rows")
+    return trl_to_preference(rows, source=str(path))
+
+
+# ---------------------------------------------------------------- rendering
+def _conversation(row: dict) -> list[dict]:
+    messages = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
+    if row.get("system"):
+        messages = [{"role": "system", "content": row["system"]}] + messages
+    return messages
+
+
+def _render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool, template: Any = None) -> list[int]:
+    """Token ids of a conversation through the chat template.
+
+    `template` is an object with `render(messages, add_generation_prompt) -> str` (a
+    train.templates template) or None for the tokenizer's own chat template.
+    """
+    if template is not None:
+        text = template.render(messages, add_generation_prompt=add_generation_prompt)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
+                                        return_dict=True)
+    return list(out["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class TokenizedPreferences:
+    examples: list[dict]                # prompt_ids, chosen_ids, rejected_ids, id
+    count: StageCount                   # rows in / kept / dropped by reason
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (row id, reason)
+
+
+def tokenize_preferences(table: pa.Table, tokenizer, cutoff_len: int = 1024, template: Any = None) -> TokenizedPreferences:
+    """Tokenize every pair of a preference table; drops are counted, never silent."""
+    rows = validate(table, "preference").to_pylist()
+    examples, dropped = [], []
+    for row in rows:
+        reason = _drop_reason_before_tokenizing(row)
+        if reason is None:
+            example = tokenize_pair(row, tokenizer, cutoff_len, template)
+            if example is None:
+                reason = DROP_PROMPT_TOO_LONG
+            else:
+                examples.append(example)
+        if reason is not None:
+            dropped.append((row["id"], reason))
+    by_reason: dict[str, int] = {}
+    for _, reason in dropped:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    count = StageCount(STAGE_NAME, rows_in=len(rows), kept=len(examples), dropped=by_reason)
+    count.check()
+    return TokenizedPreferences(examples, count, dropped)
+
+
+def _drop_reason_before_tokenizing(row: dict) -> str | None:
+    chosen, rejected = row["chosen"].strip(), row["rejected"].strip()
+    if not chosen or not rejected:
+        return DROP_EMPTY
+    if chosen == rejected:
+        return DROP_IDENTICAL
+    return None
+
+
+def tokenize_pair(row: dict, tokenizer, cutoff_len: int, template: Any = None) -> dict | None:
+    """prompt/chosen/rejected ids of one pair, or None when the prompt leaves no room for a response."""
+    messages = _conversation(row)
+    prompt_ids = _render_ids(tokenizer, messages, True, template)
+    chosen_full = _render_ids(tokenizer, messages + [{"role": "assistant", "content": row["chosen"]}], False, template)
+    rejected_full = _render_ids(tokenizer, messages + [{"role": "assistant", "content": row["rejected"]}], False, template)
+    # The completion starts where prompt and prompt+response stop agreeing: some templates
+    # render the generation prompt differently, and BPE can merge across the boundary.
+    start = min(_common_prefix(prompt_ids, chosen_full), _common_prefix(prompt_ids, rejected_full))
+    prompt_ids = prompt_ids[:start]
+    if len(prompt_ids) >= cutoff_len:
+        return None
+    room = cutoff_len - len(prompt_ids)
+    return {"id": row["id"], "prompt_ids": prompt_ids,
+            "chosen_ids": chosen_full[start:][:room], "rejected_ids": rejected_full[start:][:room]}
+
+
+# ---------------------------------------------------------------- collating
+def _pad(seqs: list[list[int]], value: int) -> "torch.Tensor":
+    import torch
+
+    width = max(len(s) for s in seqs)
+    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+
+def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
+    """Batch of 2B right-padded sequences: the B chosen first, then the B rejected (TRL's order).
+
+    `labels` are the input ids on response tokens and IGNORE_INDEX elsewhere.
+    `ref_chosen_logps` / `ref_rejected_logps` pass through when precomputed.
+    """
+    import torch
+
+    seqs, labels = [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for ex in examples:
+            seqs.append(list(ex["prompt_ids"]) + list(ex[key]))
+            labels.append([IGNORE_INDEX] * len(ex["prompt_ids"]) + list(ex[key]))
+    input_ids = _pad(seqs, pad_token_id)
+    attention_mask = _pad([[1] * len(s) for s in seqs], 0)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": _pad(labels, IGNORE_INDEX)}
+    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        if key in examples[0]:
+            batch[key] = torch.tensor([float(ex[key]) for ex in examples])
+    if "margin" in examples[0]:
+        batch["margin"] = torch.tensor([float(ex.get("margin") or 0.0) for ex in examples])
+    return batch
+
+
+class PreferenceCollator:
+    """Picklable collator for HF Trainer / torch DataLoader."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict]) -> dict:
+        return collate_pairs(examples, self.pad_token_id)
+
+
+# ---------------------------------------------------------------- toy data
+_SUBJECTS = ["the model", "a river", "the city", "our team", "the data", "a student", "the garden", "this paper"]
+_VERBS = ["describes", "improves", "follows", "measures", "explains", "collects", "builds", "answers"]
+_OBJECTS = ["the results", "a short story", "clean text", "the weather", "three examples", "the question",
+            "a simple plan", "every detail"]
+_TAILS = ["today.", "with care.", "in one step.", "before noon.", "for the report."]
+
+
+def generate_preference_rows(n: int = 256, seed: int = 0) -> list[dict]:
+    """A separable toy preference set in our schema (as dicts).
+
+    The prompt asks for a sentence about a subject; the chosen answer is a well-formed
+    sentence about that subject, the rejected one is the same words scrambled and
+    stuttered. A tiny model learns to tell them apart in a few hundred steps.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        subject, verb, obj, tail = rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_TAILS)
+        good = f"{subject.capitalize()} {verb} {obj} {tail}"
+        words = f"{subject} {verb} {obj}".split()
+        rng.shuffle(words)
+        bad = " ".join(words[:2] + words[:2] + words[2:])
+        rows.append({
+            "id": f"toy-{seed}-{i}",
+            "prompt": [{"role": "user", "content": f"Write one sentence about {subject}.", "tool_calls": None}],
+            "chosen": good,
+            "rejected": bad,
+            "source": "raymill.toy_preferences",
+        })
+    return rows
+
+
+def toy_preference_table(n: int = 256, seed: int = 0) -> pa.Table:
+    return table_from_rows(generate_preference_rows(n, seed), "preference")
+
+
+def split_train_eval(table: pa.Table, eval_fraction: float, seed: int = 0) -> tuple[pa.Table, pa.Table | None]:
+    """Deterministic row split; eval gets at least one row when the fraction is positive."""
+    if eval_fraction <= 0 or table.num_rows < 2:
+        return table, None
+    order = list(range(table.num_rows))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, int(round(table.num_rows * eval_fraction)))
+    return table.take(sorted(order[n_eval:])), table.take(sorted(order[:n_eval]))
