@@ -1,0 +1,309 @@
+"""Heuristic quality labels: the Gopher quality and repetition rules, the C4 rules and the
+FineWeb rules, computed as label columns (this stage never drops; `curate.rules` does).
+
+The published default thresholds live in `Thresholds`; the default rule set of
+`curate/default_config.yaml` refers to them as `t.<name>` so they exist in one place.
+
+Definitions (a "word" is a token of `curate.words`; lines are the non-blank lines, stripped):
+
+Gopher quality (Rae et al. 2021, appendix A)
+- gopher_word_count: number of words. Bounds 50 .. 100,000.
+- gopher_mean_word_length: mean length of the words with leading/trailing punctuation
+  stripped. Bounds 3 .. 10.
+- gopher_symbol_word_ratio: ("#" count + "..." / "…" count) / words. Max 0.1.
+- gopher_bullet_lines_ratio: lines starting with a bullet mark / lines. Max 0.9.
+- gopher_ellipsis_lines_ratio: lines ending in "..." or "…" / lines. Max 0.3.
+- gopher_alpha_words_ratio: words holding a letter / words. Min 0.8.
+- gopher_stop_words: words (lower-cased, punctuation stripped) in the language's stop-word
+  list (`STOP_WORDS`; English is Gopher's the/be/to/of/and/that/have/with). Min 2.
+Gopher repetition
+- gopher_dup_line_frac / gopher_dup_para_frac: lines / paragraphs (split on blank lines)
+  equal to an earlier one, over all lines / paragraphs. Max 0.30 / 0.30.
+- gopher_dup_line_char_frac / gopher_dup_para_char_frac: characters in those repeats over
+  all line / paragraph characters. Max 0.20 / 0.20.
+- gopher_top_{2,3,4}gram_char_frac: characters covered by the most frequent word n-gram
+  over all word characters; 0 when no n-gram repeats. Max 0.20 / 0.18 / 0.16.
+- gopher_dup_{5..10}gram_char_frac: characters covered by word n-grams that occur more
+  than once, over all word characters. Max 0.15 / 0.14 / 0.13 / 0.12 / 0.11 / 0.10.
+C4 (Raffel et al. 2020) — page-level labels; the line-level C4 cleaning is `curate.clean_lines`
+- c4_sentence_count: sentence ends ([.!?] before whitespace, or 。！？). Min 5.
+- c4_no_terminal_punct_lines_ratio: lines not ending in terminal punctuation / lines.
+- c4_lorem_ipsum, c4_curly_bracket: the page holds "lorem ipsum" / "{" (both drop in C4).
+- c4_javascript_lines, c4_policy_lines: lines naming javascript / a cookie or terms notice.
+- c4_long_word: a word longer than 1,000 characters.
+FineWeb (Penedo et al. 2024)
+- fineweb_line_punct_ratio: lines ending in terminal punctuation / lines. Min 0.12 (exclusive).
+- fineweb_short_line_ratio: lines of at most 30 characters / lines. Max 0.67.
+- fineweb_char_dup_ratio: characters of repeated lines / characters without newlines. Max 0.01.
+- fineweb_list_ratio: newlines / words. Max 0.3.
+
+What the rules do for Chinese and Japanese (no spaces between words)
+- Every ideograph or kana is one word (`curate.words`), so word-count bounds are measured
+  in CJK characters (50 characters is a short paragraph, i.e. the bound is more lenient),
+  and word n-grams are character n-grams: the repetition rules then measure repeated
+  character sequences, which is what they are meant to catch.
+- gopher_mean_word_length is null when most words are CJK characters (every one has
+  length 1, so the 3..10 bound is meaningless); the default rule lets null pass.
+- Stop words: Chinese and Japanese lists are single high-frequency function characters
+  (的/了/是 ..., の/に/は ...), which match the one-character words. A language without a
+  list gets a null gopher_stop_words, which the default rule lets pass.
+- Terminal punctuation includes 。！？ and closing CJK quotes; sentence counting counts
+  。！？ without needing a following space.
+- Short lines are still measured in characters, so the FineWeb short-line rule is stricter
+  for CJK lines (a 30-character CJK line carries about 30 words); fineweb_list_ratio is
+  more lenient (more words per newline).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from curate.stage import Stage, set_column
+from curate.words import CJK_CHAR, words
+
+TOP_NGRAMS = (2, 3, 4)
+DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Published default thresholds (Gopher, C4, FineWeb); rules refer to them as t.<name>."""
+
+    gopher_min_words: int = 50
+    gopher_max_words: int = 100_000
+    gopher_min_mean_word_length: float = 3.0
+    gopher_max_mean_word_length: float = 10.0
+    gopher_max_symbol_word_ratio: float = 0.1
+    gopher_max_bullet_lines_ratio: float = 0.9
+    gopher_max_ellipsis_lines_ratio: float = 0.3
+    gopher_min_alpha_words_ratio: float = 0.8
+    gopher_min_stop_words: int = 2
+    gopher_max_dup_line_frac: float = 0.30
+    gopher_max_dup_para_frac: float = 0.30
+    gopher_max_dup_line_char_frac: float = 0.20
+    gopher_max_dup_para_char_frac: float = 0.20
+    gopher_max_top_2gram_char_frac: float = 0.20
+    gopher_max_top_3gram_char_frac: float = 0.18
+    gopher_max_top_4gram_char_frac: float = 0.16
+    gopher_max_dup_5gram_char_frac: float = 0.15
+    gopher_max_dup_6gram_char_frac: float = 0.14
+    gopher_max_dup_7gram_char_frac: float = 0.13
+    gopher_max_dup_8gram_char_frac: float = 0.12
+    gopher_max_dup_9gram_char_frac: float = 0.11
+    gopher_max_dup_10gram_char_frac: float = 0.10
+    c4_min_sentences: int = 5
+    c4_max_word_length: int = 1000
+    fineweb_min_line_punct_ratio: float = 0.12
+    fineweb_short_line_length: int = 30
+    fineweb_max_short_line_ratio: float = 0.67
+    fineweb_max_char_dup_ratio: float = 0.01
+    fineweb_max_list_ratio: float = 0.3
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+# Gopher's English list, and small lists of very frequent function words elsewhere.
+# CJK lists hold single characters because CJK words are single characters here.
+STOP_WORDS: dict[str, frozenset[str]] = {
+    "en": frozenset("the be to of and that have with".split()),
+    "de": frozenset("der die das und zu den ist nicht mit von".split()),
+    "fr": frozenset("le la les de et un une est que des".split()),
+    "es": frozenset("el la de que y en los se del las".split()),
+    "it": frozenset("il di che la e un per non una sono".split()),
+    "pt": frozenset("o a de que e do da em um para".split()),
+    "nl": frozenset("de het een en van is dat op te in".split()),
+    "ru": frozenset("и в не на что с по это как он".split()),
+    "zh": frozenset("的了是在和有我不这也"),
+    "ja": frozenset("のにはをたがでてとし"),
+}
+
+TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？", "」", "』")
+BULLETS = ("•", "●", "○", "◦", "■", "□", "▪", "▫", "‣", "⁃", "·", "*", "-", "–", "—", "➢", "→", "✓", "✔")
+_STRIP = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»„…–—•·¡¿。、，！？：；「」『』（）【】《》"
+_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+")
+_PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+                     "use cookies", "accept cookies", "all rights reserved")
+
+_HASH_P = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for the rolling n-gram hash
+
+
+def _ngram_hashes(ids: np.ndarray, n: int, prev: np.ndarray | None, power: np.uint64) -> np.ndarray:
+    """Hash of each word n-gram, built from the (n-1)-gram hashes (uint64 wraps on purpose)."""
+    if prev is None:
+        return ids.copy()
+    with np.errstate(over="ignore"):
+        return prev[:-1] + ids[n - 1:] * power
+
+
+def _covered_chars(starts: np.ndarray, n: int, lens: np.ndarray) -> int:
+    """Characters of the words covered by n-grams starting at `starts` (each word once)."""
+    if starts.size == 0:
+        return 0
+    marks = np.zeros(lens.size + 1, np.int64)
+    np.add.at(marks, starts, 1)
+    np.add.at(marks, starts + n, -1)
+    covered = np.cumsum(marks[:-1]) > 0
+    return int(lens[covered].sum())
+
+
+def ngram_char_fractions(stripped: list[str]) -> dict[str, float]:
+    """Gopher top-n-gram (2..4) and duplicated-n-gram (5..10) character fractions."""
+    out = {f"gopher_top_{n}gram_char_frac": 0.0 for n in TOP_NGRAMS}
+    out.update({f"gopher_dup_{n}gram_char_frac": 0.0 for n in DUP_NGRAMS})
+    if len(stripped) < 2:
+        return out
+    vocab: dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in stripped), np.uint64, len(stripped))
+    lens = np.fromiter((len(w) for w in stripped), np.int64, len(stripped))
+    total = int(lens.sum())
+    if total == 0:
+        return out
+    hashes, power = None, np.uint64(1)
+    for n in range(1, max(DUP_NGRAMS) + 1):
+        if n > 1:
+            with np.errstate(over="ignore"):
+                power = power * _HASH_P
+        hashes = _ngram_hashes(ids, n, hashes, power)
+        if n < 2:
+            continue
+        if hashes.size < 2:
+            break
+        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        if n in TOP_NGRAMS:
+            best = counts.max()
+            if best > 1:
+                # Among the most frequent n-grams, the one covering most characters.
+                frac = 0.0
+                for gram in np.flatnonzero(counts == best)[:8]:
+                    starts = np.flatnonzero(inverse == gram)
+                    frac = max(frac, _covered_chars(starts, n, lens) / total)
+                out[f"gopher_top_{n}gram_char_frac"] = frac
+        else:
+            starts = np.flatnonzero(counts[inverse] > 1)
+            out[f"gopher_dup_{n}gram_char_frac"] = _covered_chars(starts, n, lens) / total
+    return out
+
+
+def _dup_stats(items: list[str]) -> tuple[int, int, int]:
+    """(repeats of an earlier item, characters in those repeats, characters in all items)."""
+    seen: set[str] = set()
+    dup = dup_chars = total_chars = 0
+    for item in items:
+        total_chars += len(item)
+        if item in seen:
+            dup += 1
+            dup_chars += len(item)
+        else:
+            seen.add(item)
+    return dup, dup_chars, total_chars
+
+
+def document_labels(text: str, lang: str | None = None, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict:
+    """All heuristic labels of one document (see the module doc for each definition)."""
+    text = text or ""
+    lower = text.lower()
+    ws = words(text)
+    n_words = len(ws)
+    stripped = [w.strip(_STRIP) or w for w in ws]
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    n_lines = len(lines)
+    paragraphs = [p.strip() for p in _PARAGRAPH_SPLIT.split(text)]
+    paragraphs = [p for p in paragraphs if p]
+
+    labels: dict = {"gopher_word_count": n_words}
+    cjk_words = sum(1 for w in ws if len(w) == 1 and CJK_CHAR.match(w))
+    non_cjk = [w for w, s in zip(ws, stripped) if not (len(w) == 1 and CJK_CHAR.match(w))]
+    if n_words and cjk_words * 2 <= n_words and non_cjk:
+        labels["gopher_mean_word_length"] = sum(len(w.strip(_STRIP) or w) for w in non_cjk) / len(non_cjk)
+    else:
+        labels["gopher_mean_word_length"] = None
+    symbols = text.count("#") + text.count("...") + text.count("…")
+    labels["gopher_symbol_word_ratio"] = symbols / n_words if n_words else 0.0
+    labels["gopher_bullet_lines_ratio"] = (sum(1 for ln in lines if ln.startswith(BULLETS)) / n_lines) if n_lines else 0.0
+    labels["gopher_ellipsis_lines_ratio"] = (sum(1 for ln in lines if ln.endswith(("...", "…"))) / n_lines) if n_lines else 0.0
+    alpha = sum(1 for w in stripped if any(ch.isalpha() for ch in w))
+    labels["gopher_alpha_words_ratio"] = alpha / n_words if n_words else 0.0
+    stop = STOP_WORDS.get((lang or "").split("_")[0].lower())
+    labels["gopher_stop_words"] = None if stop is None else sum(1 for w in stripped if w.lower() in stop)
+
+    dup, dup_chars, total_chars = _dup_stats(lines)
+    labels["gopher_dup_line_frac"] = dup / n_lines if n_lines else 0.0
+    labels["gopher_dup_line_char_frac"] = dup_chars / total_chars if total_chars else 0.0
+    pdup, pdup_chars, ptotal = _dup_stats(paragraphs)
+    labels["gopher_dup_para_frac"] = pdup / len(paragraphs) if paragraphs else 0.0
+    labels["gopher_dup_para_char_frac"] = pdup_chars / ptotal if ptotal else 0.0
+    labels.update(ngram_char_fractions(stripped))
+
+    terminal = sum(1 for ln in lines if ln.endswith(TERMINAL_PUNCT))
+    labels["c4_sentence_count"] = len(_SENTENCE_END.findall(text))
+    labels["c4_no_terminal_punct_lines_ratio"] = (n_lines - terminal) / n_lines if n_lines else 0.0
+    labels["c4_lorem_ipsum"] = "lorem ipsum" in lower
+    labels["c4_curly_bracket"] = "{" in text
+    lower_lines = lower.split("\n")
+    labels["c4_javascript_lines"] = sum(1 for ln in lower_lines if "javascript" in ln)
+    labels["c4_policy_lines"] = sum(1 for ln in lower_lines if any(p in ln for p in POLICY_SUBSTRINGS))
+    labels["c4_long_word"] = any(len(w) > thresholds.c4_max_word_length for w in ws)
+
+    labels["fineweb_line_punct_ratio"] = terminal / n_lines if n_lines else 0.0
+    short = thresholds.fineweb_short_line_length
+    labels["fineweb_short_line_ratio"] = (sum(1 for ln in lines if len(ln) <= short) / n_lines) if n_lines else 0.0
+    chars_no_newline = len(text) - text.count("\n")
+    labels["fineweb_char_dup_ratio"] = dup_chars / chars_no_newline if chars_no_newline else 0.0
+    labels["fineweb_list_ratio"] = text.count("\n") / n_words if n_words else 0.0
+    return labels
+
+
+LABEL_TYPES: dict[str, pa.DataType] = {
+    "gopher_word_count": pa.int64(),
+    "gopher_mean_word_length": pa.float64(),
+    "gopher_symbol_word_ratio": pa.float64(),
+    "gopher_bullet_lines_ratio": pa.float64(),
+    "gopher_ellipsis_lines_ratio": pa.float64(),
+    "gopher_alpha_words_ratio": pa.float64(),
+    "gopher_stop_words": pa.int64(),
+    "gopher_dup_line_frac": pa.float64(),
+    "gopher_dup_line_char_frac": pa.float64(),
+    "gopher_dup_para_frac": pa.float64(),
+    "gopher_dup_para_char_frac": pa.float64(),
+    **{f"gopher_top_{n}gram_char_frac": pa.float64() for n in TOP_NGRAMS},
+    **{f"gopher_dup_{n}gram_char_frac": pa.float64() for n in DUP_NGRAMS},
+    "c4_sentence_count": pa.int64(),
+    "c4_no_terminal_punct_lines_ratio": pa.float64(),
+    "c4_lorem_ipsum": pa.bool_(),
+    "c4_curly_bracket": pa.bool_(),
+    "c4_javascript_lines": pa.int64(),
+    "c4_policy_lines": pa.int64(),
+    "c4_long_word": pa.bool_(),
+    "fineweb_line_punct_ratio": pa.float64(),
+    "fineweb_short_line_ratio": pa.float64(),
+    "fineweb_char_dup_ratio": pa.float64(),
+    "fineweb_list_ratio": pa.float64(),
+}
+
+
+class HeuristicsStage(Stage):
+    """Adds every label of `LABEL_TYPES`; reads `text` and, when present, `lang`."""
+
+    name = "heuristics"
+
+    def __init__(self, thresholds: Thresholds | dict | None = None, text_column: str = "text"):
+        if isinstance(thresholds, dict):
+            thresholds = Thresholds(**thresholds)
+        self.thresholds = thresholds or DEFAULT_THRESHOLDS
+        self.text_column = text_column
+
+    def process(self, table: pa.Table) -> pa.Table:
+        texts = table.column(self.text_column).to_pylist() if self.text_column in table.column_names else [""] * table.num_rows
+        langs = table.column("lang").to_pylist() if "lang" in table.column_names else [None] * table.num_rows
+        rows = [document_labels(t or "", l, self.thresholds) for t, l in zip(texts, langs)]
+        for name, type_ in LABEL_TYPES.items():
+            table = set_column(table, name, pa.array([r[name] for r in rows], type_))
+        return table
