@@ -1,0 +1,195 @@
+"""DPO and reward-model losses against their formulas, and DPO against TRL's own DPOTrainer."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.losses import (dpo_loss, pairwise_rm_loss, ranked_list_rm_loss, ranked_pairs, sequence_logps)
+
+BETA = 0.3
+
+
+def _inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    pc, pr, rc, rr = (-(torch.rand(5, generator=g) * 20 + 1) for _ in range(4))
+    nc = torch.tensor([3.0, 7.0, 1.0, 12.0, 5.0])
+    nr = torch.tensor([4.0, 2.0, 9.0, 6.0, 5.0])
+    return pc.requires_grad_(), pr.requires_grad_(), rc, rr, nc, nr
+
+
+def _formula(loss_type, pc, pr, rc, rr, nc, nr, gamma):
+    """The loss written out per pair with Python floats, independent of train.losses."""
+    total = 0.0
+    n = len(pc)
+    for i in range(n):
+        c, r = (pc[i] - rc[i]), (pr[i] - rr[i])
+        if loss_type == "sigmoid":
+            total = total + -F.logsigmoid(BETA * (c - r))
+        elif loss_type == "hinge":
+            total = total + torch.clamp(1 - BETA * (c - r), min=0)
+        else:
+            total = total + (c / nc[i] - r / nr[i] - 1 / (2 * BETA)) ** 2
+    loss = total / n
+    if gamma:
+        loss = loss + gamma * (-pc.sum() / nc.sum())
+    return loss
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+@pytest.mark.parametrize("gamma", [0.0, 0.7])
+def test_dpo_loss_rewards_and_gradients_match_formula(loss_type, gamma):
+    pc, pr, rc, rr, nc, nr = _inputs()
+    out = dpo_loss(pc, pr, rc, rr, beta=BETA, loss_type=loss_type, sft_weight=gamma, chosen_lengths=nc, rejected_lengths=nr)
+    ours = torch.autograd.grad(out.loss, (pc, pr))
+
+    pc2, pr2 = pc.detach().clone().requires_grad_(), pr.detach().clone().requires_grad_()
+    ref = _formula(loss_type, pc2, pr2, rc, rr, nc, nr, gamma)
+    expected = torch.autograd.grad(ref, (pc2, pr2))
+
+    assert out.loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(out.chosen_rewards, BETA * (pc - rc).detach())
+    torch.testing.assert_close(out.rejected_rewards, BETA * (pr - rr).detach())
+    margins = BETA * ((pc - rc) - (pr - rr)).detach()
+    assert out.margins.item() == pytest.approx(margins.mean().item(), rel=1e-6)
+    assert out.accuracy.item() == pytest.approx((margins > 0).float().mean().item())
+    assert not out.chosen_rewards.requires_grad
+
+
+def test_sigmoid_gradient_is_the_closed_form():
+    # d/d logp_c of mean(-log σ(β Δ)) = -β σ(-β Δ) / B, and the opposite sign for rejected.
+    pc, pr, rc, rr, _, _ = _inputs(3)
+    out = dpo_loss(pc, pr, rc, rr, beta=BETA)
+    gc, gr = torch.autograd.grad(out.loss, (pc, pr))
+    delta = ((pc - rc) - (pr - rr)).detach()
+    closed = -BETA * torch.sigmoid(-BETA * delta) / len(pc)
+    torch.testing.assert_close(gc, closed)
+    torch.testing.assert_close(gr, -closed)
+
+
+def test_dpo_loss_rejects_bad_arguments():
+    pc, pr, rc, rr, nc, _ = _inputs()
+    with pytest.raises(ValueError, match="loss_type"):
+        dpo_loss(pc, pr, rc, rr, loss_type="kto")
+    with pytest.raises(ValueError, match="lengths"):
+        dpo_loss(pc, pr, rc, rr, loss_type="ipo")
+    with pytest.raises(ValueError, match="lengths"):
+        dpo_loss(pc, pr, rc, rr, sft_weight=0.5)
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(pc, pr, rc, rr, beta=0)
+
+
+def test_pairwise_rm_loss_matches_formula():
+    rc = torch.tensor([1.0, -0.5, 2.0])
+    rr = torch.tensor([0.0, 0.5, 2.5])
+    margin = torch.tensor([0.5, 0.0, 1.0])
+    plain = sum(-math.log(1 / (1 + math.exp(-(c - r)))) for c, r in zip(rc.tolist(), rr.tolist())) / 3
+    with_margin = sum(-math.log(1 / (1 + math.exp(-(c - r - m)))) for c, r, m in
+                      zip(rc.tolist(), rr.tolist(), margin.tolist())) / 3
+    assert pairwise_rm_loss(rc, rr).item() == pytest.approx(plain, rel=1e-6)
+    assert pairwise_rm_loss(rc, rr, margin).item() == pytest.approx(with_margin, rel=1e-6)
+    centred = plain + 0.01 * sum((c + r) ** 2 for c, r in zip(rc.tolist(), rr.tolist())) / 3
+    assert pairwise_rm_loss(rc, rr, center_coefficient=0.01).item() == pytest.approx(centred, rel=1e-6)
+
+
+def test_ranked_list_loss_averages_all_pairs():
+    assert ranked_pairs(4) == ([0, 0, 0, 1, 1, 2], [1, 2, 3, 2, 3, 3])
+    rewards = torch.tensor([[2.0, 1.0, 0.5, -1.0], [0.0, 0.3, -0.2, 9.9]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+
+    def per_prompt(r):
+        pairs = [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))]
+        return sum(-math.log(1 / (1 + math.exp(-(r[i] - r[j])))) for i, j in pairs) / (len(r) * (len(r) - 1) / 2)
+
+    full = (per_prompt(rewards[0].tolist()) + per_prompt(rewards[1].tolist())) / 2
+    masked = (per_prompt(rewards[0].tolist()) + per_prompt(rewards[1, :3].tolist())) / 2
+    assert ranked_list_rm_loss(rewards).item() == pytest.approx(full, rel=1e-6)
+    assert ranked_list_rm_loss(rewards, mask).item() == pytest.approx(masked, rel=1e-6)
+    # K = 2 is the pairwise loss.
+    assert ranked_list_rm_loss(rewards[:, :2]).item() == pytest.approx(
+        pairwise_rm_loss(rewards[:, 0], rewards[:, 1]).item(), rel=1e-6)
+
+
+def test_sequence_logps_sums_only_labelled_tokens():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=g)
+    labels = torch.tensor([[-100, -100, 3, 4, -100], [-100, 1, 2, 6, 0]])
+    logps, counts = sequence_logps(logits, labels)
+    lsm = logits.log_softmax(-1)
+    expected0 = lsm[0, 1, 3] + lsm[0, 2, 4]
+    expected1 = lsm[1, 0, 1] + lsm[1, 1, 2] + lsm[1, 2, 6] + lsm[1, 3, 0]
+    torch.testing.assert_close(logps, torch.stack([expected0, expected1]))
+    assert counts.tolist() == [2, 4]
+
+
+# ---------------------------------------------------------------- parity with TRL
+@pytest.fixture(scope="module")
+def policy_and_reference(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def load(noise_seed=None):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        if noise_seed is not None:  # make the policy differ from the reference
+            torch.manual_seed(noise_seed)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.02 * torch.randn_like(p))
+        return model
+
+    return tokenizer, load
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+def test_dpo_loss_and_gradients_equal_trl_dpo_trainer(policy_and_reference, tmp_path, loss_type):
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    from schemas.convert import preference_to_trl
+    from train.preference_data import collate_pairs, toy_preference_table, tokenize_preferences
+
+    tokenizer, load = policy_and_reference
+    table = toy_preference_table(4, seed=7)
+    gamma = 0.5
+
+    # Ours: our tokenization, our log-probs, our loss.
+    policy, reference = load(noise_seed=1), load()
+    tokenized = tokenize_preferences(table, tokenizer, cutoff_len=128)
+    batch = collate_pairs(tokenized.examples, tokenizer.pad_token_id)
+    logps, counts = sequence_logps(policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["labels"])
+    with torch.no_grad():
+        ref_logps, _ = sequence_logps(reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                      batch["labels"])
+    out = dpo_loss(*logps.chunk(2), *ref_logps.chunk(2), beta=BETA, loss_type=loss_type, sft_weight=gamma,
+                   chosen_lengths=counts.chunk(2)[0], rejected_lengths=counts.chunk(2)[1])
+    out.loss.backward()
+    our_grads = {n: p.grad.clone() for n, p in policy.named_parameters()}
+
+    # TRL: its own tokenization, collator and loss on fresh copies of the same models.
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, beta=BETA,
+                     loss_type=[loss_type, "sft"], loss_weights=[1.0, gamma], max_length=128,
+                     report_to=[], use_cpu=True, bf16=False, logging_steps=1)
+    trainer = DPOTrainer(model=load(noise_seed=1), ref_model=load(), args=args,
+                         train_dataset=datasets.Dataset.from_list(preference_to_trl(table)), processing_class=tokenizer)
+    trainer.model.train()
+    trl_batch = next(iter(trainer.get_train_dataloader()))
+    # Same tokens as ours (no shuffle with one batch of 4, but compare as sets of rows to be safe).
+    assert sorted(map(tuple, trl_batch["input_ids"].tolist())) == sorted(
+        tuple(r[: trl_batch["input_ids"].size(1)]) for r in batch["input_ids"].tolist())
+    trl_loss = trainer.compute_loss(trainer.model, trl_batch)
+    trl_loss.backward()
+
+    assert out.loss.item() == pytest.approx(trl_loss.item(), rel=1e-5)
+    metrics = trainer._metrics["train"]
+    assert metrics["rewards/chosen"][-1] == pytest.approx(out.chosen_rewards.mean().item(), rel=1e-5, abs=1e-6)
+    assert metrics["rewards/rejected"][-1] == pytest.approx(out.rejected_rewards.mean().item(), rel=1e-5, abs=1e-6)
+    assert metrics["rewards/margins"][-1] == pytest.approx(out.margins.item(), rel=1e-5, abs=1e-6)
+    assert metrics["rewards/accuracies"][-1] == pytest.approx(out.accuracy.item())
+    for name, p in trainer.model.named_parameters():
+        torch.testing.assert_close(p.grad, our_grads[name], rtol=1e-3, atol=1e-6)
