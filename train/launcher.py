@@ -1,0 +1,130 @@
+"""Launch a training run on Ray Train: one TorchTrainer whose workers run a HF Trainer.
+
+Run directory (`launch.output`):
+  train_config.yaml    the effective flat config
+  data_stats.json      what the ingest kept and dropped (and data_cards/ copied from the inputs)
+  ray/                 Ray Train storage: checkpoint_* (each holds checkpoint/ = a HF checkpoint)
+  hf/rank<i>/          each worker's local HF checkpoints before Ray persists them
+  metrics.jsonl, loss.png, lr.png, tensorboard/, model/ (final weights or LoRA adapters),
+  run_summary.json
+
+On a multi-node cluster the run directory must be on storage every node sees
+(NFS or similar), as Ray Train requires for `storage_path`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from train.args import TrainConfig, TrainConfigError
+from train.model_loading import check_dtype, resolve_model_path
+from train.run_outputs import copy_data_cards, write_run_outputs
+from train.stages import get_workflow
+
+RAY_RUN_NAME = "ray"
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """Absolute run dir; refuses to silently resume or clobber an earlier run."""
+    run_dir = Path(cfg.launch.output).expanduser().resolve()
+    previous = run_dir / RAY_RUN_NAME
+    if cfg.launch.resume:
+        if not previous.exists():
+            raise TrainConfigError(f"--resume: no earlier run in {run_dir} (expected {previous})")
+    elif previous.exists() or (run_dir / "metrics.jsonl").exists():
+        if not cfg.launch.overwrite_output:
+            raise TrainConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                                   "overwrite_output=true to start over")
+        for name in (RAY_RUN_NAME, "hf", "tensorboard", "model", "metrics.jsonl"):
+            target = run_dir / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def count_steps(cfg: TrainConfig, num_rows: int) -> int:
+    """Optimizer steps for `num_train_epochs` over `num_rows` packed rows split across workers."""
+    t = cfg.training
+    rows_per_worker = num_rows // cfg.launch.num_workers  # Ray Data's equal split drops the remainder
+    if rows_per_worker < 1:
+        raise TrainConfigError(f"the training set has {num_rows} rows, fewer than num_workers={cfg.launch.num_workers}")
+    micro_batches = math.ceil(rows_per_worker / t.per_device_batch_size)
+    return max(1, math.ceil(micro_batches * t.num_train_epochs / t.gradient_accumulation_steps))
+
+
+def resolve_for_workers(cfg: TrainConfig) -> TrainConfig:
+    """Resolve names the workers would otherwise each resolve ("tiny" -> its built path)."""
+    model = dataclasses.replace(cfg.model, model=resolve_model_path(cfg.model.model))
+    if cfg.model.tokenizer:
+        model = dataclasses.replace(model, tokenizer=resolve_model_path(cfg.model.tokenizer))
+    return dataclasses.replace(cfg, model=model)
+
+
+def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, collate: Callable | None = None) -> dict:
+    """Build the data (unless given), train on Ray Train, write the run outputs; returns the summary."""
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workflow = get_workflow(cfg.launch.stage)
+    if not cfg.launch.use_gpu or _driver_sees_gpu():
+        check_dtype(cfg.model.dtype, cfg.launch.use_gpu)  # else each GPU worker checks
+    run_dir = prepare_run_dir(cfg)
+    cfg = resolve_for_workers(cfg)
+    if dataset is None:
+        dataset, stats = workflow.build_dataset(cfg)
+    copy_data_cards(cfg.data.data, run_dir)
+
+    max_steps = cfg.training.max_steps
+    if max_steps <= 0:
+        # A stream's length is unknown: count the packed rows once (runs the ingest pipeline).
+        max_steps = count_steps(cfg, dataset.count())
+    if cfg.training.lr_scheduler == "wsd" or cfg.training.warmup_ratio:
+        from train.schedulers import scheduler_arguments
+
+        scheduler_arguments(cfg.training, max_steps)  # fail here, not in every worker
+
+    loop_config = {"train": cfg.to_dict(), "max_steps": max_steps, "run_dir": str(run_dir),
+                   "collate": collate or workflow.collate}
+    trainer = TorchTrainer(
+        train_loop_per_worker=workflow.train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.launch.num_workers, use_gpu=cfg.launch.use_gpu,
+                                     resources_per_worker={"CPU": cfg.launch.cpus_per_worker}),
+        run_config=RunConfig(
+            name=RAY_RUN_NAME, storage_path=str(run_dir),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.save_total_limit),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+        datasets={"train": dataset},
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        write_run_outputs(run_dir, cfg, stats, max_steps, metrics=None, checkpoint=None, error=str(exc))
+        raise TrainingRunError(f"training failed: {_root_cause(exc)}") from exc
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
+
+
+class TrainingRunError(RuntimeError):
+    pass
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost worker error message (Ray wraps it in a few layers)."""
+    text = str(exc)
+    for marker in ("NonFiniteLossError:", "TrainConfigError:", "ModelLoadError:", "ValueError:"):
+        if marker in text:
+            return text[text.rindex(marker):].strip().splitlines()[0]
+    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+
+
+def _driver_sees_gpu() -> bool:
+    # On a cluster the driver may have no GPU while workers do: only check dtype where it can be known.
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,90 @@
+"""Run-directory outputs written by the driver: loss/LR plots, run summary, data stats and cards."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.dataset_io import write_json
+
+# Files a curated or synthesized dataset directory may carry as its card.
+CARD_FILES = ("card.json", "card.arrow", "README.md", "card.md", "card.html", "accounting.json")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_series(records: list[dict], key: str, path: Path, ylabel: str) -> bool:
+    """One PNG of `key` against the optimizer step (headless Agg backend)."""
+    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps, values = zip(*points)
+    ax.plot(steps, values, linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def copy_data_cards(data_paths: list[str], run_dir: Path) -> list[str]:
+    """Copy the dataset card files found beside each input dataset into run_dir/data_cards/<i>/."""
+    copied = []
+    for index, data_path in enumerate(data_paths or []):
+        source = Path(data_path)
+        folder = source if source.is_dir() else source.parent
+        for name in CARD_FILES:
+            if (folder / name).is_file():
+                target = run_dir / "data_cards" / f"{index}-{folder.name}"
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / name, target / name)
+                copied.append(str(target / name))
+    return copied
+
+
+def _as_dict(stats: Any) -> Any:
+    if stats is None:
+        return None
+    if dataclasses.is_dataclass(stats):
+        return dataclasses.asdict(stats)
+    if hasattr(stats, "to_dict"):
+        return stats.to_dict()
+    return stats if isinstance(stats, dict) else str(stats)
+
+
+def write_run_outputs(run_dir: Path, cfg, stats: Any, max_steps: int, metrics: dict | None,
+                      checkpoint: str | None, error: str | None = None) -> dict:
+    """Plots, effective config, data stats and run_summary.json; returns the summary."""
+    run_dir = Path(run_dir)
+    (run_dir / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    if stats is not None:
+        write_json(_as_dict(stats), run_dir / "data_stats.json")
+    records = read_metrics(run_dir / "metrics.jsonl")
+    plots = [name for key, name, label in (("loss", "loss.png", "training loss"), ("learning_rate", "lr.png", "learning rate"))
+             if plot_series(records, key, run_dir / name, label)]
+    losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
+    summary = {
+        "stage": cfg.launch.stage, "finetuning_type": cfg.finetuning.finetuning_type, "max_steps": max_steps,
+        "final_metrics": metrics, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "latest_checkpoint": checkpoint, "model_dir": str(run_dir / "model") if (run_dir / "model").exists() else None,
+        "plots": plots, "error": error,
+    }
+    write_json(summary, run_dir / "run_summary.json")
+    return summary

@@ -1,0 +1,198 @@
+"""One training worker: a HF Trainer fed from a stream of packed rows.
+
+The same `run_causal_lm` serves a Ray Train worker (rows from
+`ray.train.get_dataset_shard("train")`) and a plain process (rows from any
+iterable, used by the benchmark's bare-HF baseline). Reading the loop top to bottom:
+build the model, wrap the stream as batches, train for exactly `max_steps`, save.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from train.args import TrainConfig
+from train.callbacks import MetricsJsonlCallback, NonFiniteLossGuard, tensorboard_callback
+from train.finetune import apply_finetuning, count_parameters
+from train.model_loading import load_model, load_tokenizer
+from train.schedulers import scheduler_arguments
+
+DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
+
+
+class StreamBatches(torch.utils.data.IterableDataset):
+    """Micro-batches of `batch_size` rows, repeating the stream epoch after epoch.
+
+    Repeating means every worker always has a next batch, so the number of steps is
+    set by `max_steps` alone and distributed workers never fall out of lockstep when
+    a stream ends. `skip_batches` drops already-trained batches on resume before they
+    are collated: the data position is restored by replaying the (deterministic)
+    stream, the approach HF's own `skip_first_batches` takes.
+    """
+
+    def __init__(self, open_epoch: Callable[[], Iterable[dict]], batch_size: int, collate: Callable,
+                 skip_batches: int = 0):
+        super().__init__()
+        self.open_epoch, self.batch_size, self.collate, self.skip_batches = open_epoch, batch_size, collate, skip_batches
+
+    def _row_batches(self) -> Iterator[list[dict]]:
+        for epoch in itertools.count():
+            empty = True
+            rows = iter(self.open_epoch())
+            while chunk := list(itertools.islice(rows, self.batch_size)):
+                empty = False
+                yield chunk
+            if empty:
+                raise ValueError(f"the training stream yielded no rows (epoch {epoch}); is the dataset empty?")
+
+    def __iter__(self):
+        for index, chunk in enumerate(self._row_batches()):
+            if index >= self.skip_batches:
+                yield self.collate(chunk)
+
+
+class StreamTrainer(Trainer):
+    """HF Trainer whose train loader is our stream, as is: no sampler, no accelerate re-sharding
+    (Ray Data already gave each worker its own shard)."""
+
+    def get_train_dataloader(self):
+        return torch.utils.data.DataLoader(self.train_dataset, batch_size=None)
+
+
+def deepspeed_config(name_or_path: str | None, use_gpu: bool) -> dict | None:
+    """A shipped ZeRO config by name (zero0/2/3, zero2_offload, zero3_offload) or a JSON file."""
+    if not name_or_path:
+        return None
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = DEEPSPEED_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        shipped = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
+        raise ValueError(f"unknown DeepSpeed config {name_or_path!r}; use one of {', '.join(shipped)} or a JSON path")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not use_gpu:
+        # On CPU the torch optimizer serves; DeepSpeed would otherwise insist on (and JIT-build) its CPU Adam.
+        config["zero_force_ds_cpu_optimizer"] = False
+    return config
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str, max_steps: int) -> TrainingArguments:
+    t, launch = cfg.training, cfg.launch
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        seed=t.seed,
+        neftune_noise_alpha=t.neftune_noise_alpha,
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # NonFiniteLossGuard must see a NaN as a NaN
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        bf16=cfg.model.dtype == "bf16",
+        fp16=cfg.model.dtype == "fp16",
+        use_cpu=not launch.use_gpu,
+        deepspeed=deepspeed_config(launch.deepspeed, launch.use_gpu),
+        ignore_data_skip=True,  # StreamBatches skips consumed batches itself
+        report_to="none",
+        include_num_input_tokens_seen=True,
+        disable_tqdm=True,
+        dataloader_pin_memory=launch.use_gpu,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False if cfg.finetuning.finetuning_type == "full" else None,
+        **scheduler_arguments(t, max_steps),
+    )
+
+
+def trained_steps(checkpoint_dir: str | None) -> int:
+    if not checkpoint_dir:
+        return 0
+    state = Path(checkpoint_dir) / "trainer_state.json"
+    return json.loads(state.read_text(encoding="utf-8"))["global_step"] if state.exists() else 0
+
+
+def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate: Callable | None, run_dir: str | Path,
+                  max_steps: int, resume_from: str | None = None, extra_callbacks: list | None = None,
+                  trainer_class: type[Trainer] = StreamTrainer, save_final: bool = True, rank: int = 0) -> dict:
+    """Train a causal LM on a row stream; returns the final metrics (rank 0 writes the outputs)."""
+    run_dir = Path(run_dir)
+    torch.manual_seed(cfg.training.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, cfg.finetuning, cfg.launch.use_gpu)
+    # A KV cache switches off transformers' packed-sequence detection from position_ids,
+    # which keeps packed examples from attending to each other; training needs no cache.
+    model.config.use_cache = False
+    model = apply_finetuning(model, cfg.finetuning)
+    if collate is None:
+        collate = default_collate(cfg.data.packing, tokenizer.pad_token_id)
+    trainable, total = count_parameters(model)
+
+    done = trained_steps(resume_from)
+    micro_batches_done = done * cfg.training.gradient_accumulation_steps
+    dataset = StreamBatches(rows, cfg.training.per_device_batch_size, collate, skip_batches=micro_batches_done)
+    # One HF output dir per rank: each rank's checkpoint files (DeepSpeed shards, RNG state) are
+    # reported from its own dir and Ray Train merges them into one checkpoint.
+    args = training_arguments(cfg, str(run_dir / "hf" / f"rank{rank}"), max_steps)
+    guard = NonFiniteLossGuard()
+    callbacks = [guard, MetricsJsonlCallback(run_dir / "metrics.jsonl")] + list(extra_callbacks or [])
+    if args.process_index == 0:
+        callbacks.append(tensorboard_callback(run_dir / "tensorboard"))
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            callbacks=callbacks)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    guard.raise_if_tripped(last_good=_latest_checkpoint(args.output_dir))
+
+    if save_final:
+        # Every rank calls save_model: under ZeRO-3 it gathers the sharded weights collectively.
+        # A PeftModel saves its adapters alone; a full model saves safetensors.
+        trainer.save_model(str(run_dir / "model"))
+    metrics = dict(result.metrics, global_step=trainer.state.global_step, trainable_params=trainable,
+                   total_params=total, tokens_seen=trainer.state.num_input_tokens_seen)
+    return metrics
+
+
+def _latest_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def default_collate(packing: bool, pad_token_id: int) -> Callable:
+    """Packed rows -> one flattened sequence; unpacked rows -> a padded batch."""
+    import functools
+
+    from train.collate import flatten_collate, padded_collate
+
+    return flatten_collate if packing else functools.partial(padded_collate, pad_token_id=pad_token_id)
+
+
+def causal_lm_train_loop(loop_config: dict) -> None:
+    """Ray Train `train_loop_per_worker` for causal-LM stages (pt, sft): rows from the "train" shard."""
+    import contextlib
+
+    import ray.train
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    from train.args import parse_train_config
+
+    cfg = parse_train_config(loop_config["train"])
+    collate = loop_config.get("collate")
+    shard = ray.train.get_dataset_shard("train")
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as restored:
+        resume_from = os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME) if restored else None
+        metrics = run_causal_lm(
+            cfg, shard.iter_rows, collate, loop_config["run_dir"], loop_config["max_steps"], resume_from=resume_from,
+            extra_callbacks=[RayTrainReportCallback()], rank=ray.train.get_context().get_world_rank(),
+        )
+    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
