@@ -68,7 +68,9 @@ def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() and abs(value) < 1e15 else f"{value:.{digits}g}"
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{value:,.0f}"
+        return f"{value:,.1f}" if 1e3 <= abs(value) < 1e15 else f"{value:.{digits}g}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

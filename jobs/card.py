@@ -1,0 +1,42 @@
+"""Re-render a dataset card from card.arrow, or compare two cards.
+
+    python jobs/card.py DIR                      # DIR/card/card.md, card.html and PNGs from DIR/card/card.arrow
+    python jobs/card.py DIR --compare OTHER_DIR  # DIR/card/compare-<OTHER>.html and .md
+    python jobs/card.py DIR --recompute --kind document   # recompute the card from DIR's Parquet files
+"""
+from __future__ import annotations
+
+import argparse
+
+from jobs.common import run_main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("dataset_dir", help="dataset directory holding card/card.arrow")
+    parser.add_argument("--compare", metavar="OTHER_DIR", help="write a side-by-side comparison with this dataset's card")
+    parser.add_argument("--output", help="comparison output path (default DIR/card/compare-<OTHER>.html and .md)")
+    parser.add_argument("--recompute", action="store_true", help="recompute card.arrow from the dataset files first")
+    parser.add_argument("--kind", help="record kind, needed with --recompute (document, sft, preference, ...)")
+    parser.add_argument("--text-column", help="text column to measure, with --recompute")
+    args = parser.parse_args(argv)
+
+    if args.recompute:
+        from schemas.card import write_card
+
+        if not args.kind:
+            parser.error("--recompute needs --kind")
+        print(write_card(args.dataset_dir, args.kind, text_column=args.text_column))
+    if args.compare:
+        from schemas.card_compare import compare_cards
+
+        for path in compare_cards(args.dataset_dir, args.compare, args.output):
+            print(path)
+    elif not args.recompute:
+        from schemas.card_render import rerender
+
+        print(rerender(args.dataset_dir))
+
+
+if __name__ == "__main__":
+    run_main(main)
