@@ -208,7 +208,8 @@ def _html_table(header: list[str], rows: list[list[str]], numeric_from: int = 1,
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td{' class=num' if 0 < i and i >= numeric_from else ''}>{_e(c)}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table{f' id={table_id!r}' if table_id else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident = f' id="{_e(table_id)}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figure(title: str, name: str) -> str:
