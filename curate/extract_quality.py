@@ -1,0 +1,26 @@
+"""Token-level F1 of extracted text against a reference: the extraction-quality measure
+used by the tests and bench/bench_extract_langid.py."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+# Word characters, lower-cased. CJK runs count one token per character so that
+# spaceless scripts are not scored as one giant token per sentence.
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+", re.UNICODE)
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def token_f1(predicted: str, reference: str) -> float:
+    """Harmonic mean of token precision and recall (bag of tokens); 1.0 when both are empty."""
+    p, r = Counter(tokens(predicted or "")), Counter(tokens(reference or ""))
+    if not p and not r:
+        return 1.0
+    common = sum((p & r).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(p.values()), common / sum(r.values())
+    return 2 * precision * recall / (precision + recall)
