@@ -191,8 +191,9 @@ class RuleSet:
         self.rules: list[Rule] = []
         seen: set[str] = set()
         for i, spec in enumerate(rules or []):
-            if not isinstance(spec, dict) or set(spec) - {"name", "expr", "enabled"} or "expr" not in spec:
-                raise RuleError(f"rule #{i + 1} must be a mapping with 'name' and 'expr' (got {spec!r})")
+            if not isinstance(spec, dict) or set(spec) - {"name", "expr", "enabled", "stage"} or "expr" not in spec:
+                raise RuleError(f"rule #{i + 1} must be a mapping with 'name' and 'expr' "
+                                f"(optional: 'enabled', 'stage'), got {spec!r}")
             if spec.get("enabled", True) is False:
                 continue
             rule = parse_rule(spec.get("name"), spec["expr"], self.thresholds)

@@ -1,0 +1,118 @@
+"""The curate job's configuration: `default_config.yaml` <- a user YAML <- key=value overrides
+(the job merges them with jobs.common.load_config; library callers use `merge_config`).
+
+`CurateConfig` is the typed view the pipeline uses; per-stage sections stay dicts
+because each stage validates its own keys (and names the unknown ones) when built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.heuristics import DEFAULT_THRESHOLDS
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
+
+# Pipeline order of the per-row stages and where the global dedup stage sits.
+STAGE_ORDER = ("url_filter", "extract", "langid", "heuristics", "clean_lines", "pii", "sensitive",
+               "dedup", "quality", "filter")
+TOP_LEVEL_KEYS = {"input", "output", "cache_dir", "read", "thresholds", "runtime", *STAGE_ORDER}
+
+
+class CurateConfigError(ValueError):
+    pass
+
+
+def default_config() -> dict:
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+
+
+@dataclass
+class Runtime:
+    workers: int | None = None
+    batch_size: int = 32
+    num_cpus: int | None = None
+
+
+@dataclass
+class CurateConfig:
+    input: Any = None
+    output: str | None = None
+    cache_dir: str | None = None
+    read: dict = field(default_factory=dict)
+    stages: dict[str, dict] = field(default_factory=dict)  # section without `enabled`, enabled ones only
+    thresholds: dict = field(default_factory=dict)
+    rules: list[dict] = field(default_factory=list)
+    runtime: Runtime = field(default_factory=Runtime)
+    raw: dict = field(default_factory=dict)  # the merged config as given, for the card
+
+    def enabled(self, stage: str) -> bool:
+        return stage in self.stages
+
+
+def parse_config(cfg: dict) -> CurateConfig:
+    """Check the merged config dict and build the typed view (errors name the key)."""
+    if not isinstance(cfg, dict):
+        raise CurateConfigError("the curate config must be a mapping")
+    unknown = set(cfg) - TOP_LEVEL_KEYS
+    if unknown:
+        raise CurateConfigError(f"unknown config keys {sorted(unknown)} (known: {sorted(TOP_LEVEL_KEYS)})")
+    stages: dict[str, dict] = {}
+    for name in STAGE_ORDER:
+        section = cfg.get(name) or {}
+        if not isinstance(section, dict):
+            raise CurateConfigError(f"config section {name!r} must be a mapping, got {section!r}")
+        enabled = section.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise CurateConfigError(f"{name}.enabled must be true or false, got {enabled!r}")
+        if enabled:
+            stages[name] = {k: v for k, v in section.items() if k != "enabled"}
+    thresholds = DEFAULT_THRESHOLDS.as_dict()
+    extra = cfg.get("thresholds") or {}
+    if not isinstance(extra, dict):
+        raise CurateConfigError("thresholds must be a mapping of name: number")
+    for key, value in extra.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CurateConfigError(f"thresholds.{key} must be a number, got {value!r}")
+        thresholds[key] = value
+    rules = []
+    filter_section = stages.get("filter", {})
+    for i, rule in enumerate(filter_section.get("rules") or []):
+        if not isinstance(rule, dict):
+            raise CurateConfigError(f"filter.rules[{i}] must be a mapping with name and expr, got {rule!r}")
+        needs = rule.get("stage")
+        if needs is not None and needs not in STAGE_ORDER:
+            raise CurateConfigError(f"rule {rule.get('name')!r}: stage {needs!r} is not a curate stage ({', '.join(STAGE_ORDER)})")
+        if needs is None or needs in stages:
+            rules.append(rule)
+    runtime_section = dict(cfg.get("runtime") or {})
+    unknown = set(runtime_section) - {"workers", "batch_size", "num_cpus"}
+    if unknown:
+        raise CurateConfigError(f"runtime: unknown keys {sorted(unknown)} (known: workers, batch_size, num_cpus)")
+    runtime = Runtime(**runtime_section)
+    if runtime.workers is not None and (not isinstance(runtime.workers, int) or runtime.workers < 1):
+        raise CurateConfigError(f"runtime.workers must be a positive integer or null, got {runtime.workers!r}")
+    if not isinstance(runtime.batch_size, int) or runtime.batch_size < 1:
+        raise CurateConfigError(f"runtime.batch_size must be a positive integer, got {runtime.batch_size!r}")
+    return CurateConfig(input=cfg.get("input"), output=cfg.get("output"), cache_dir=cfg.get("cache_dir"),
+                        read=dict(cfg.get("read") or {}), stages=stages, thresholds=thresholds, rules=rules,
+                        runtime=runtime, raw=cfg)
+
+
+def merge_config(user: dict | None = None) -> dict:
+    """The default config deep-merged with `user` (lists such as the rules replace, not append)."""
+    from copy import deepcopy
+
+    def merge(base: dict, update: dict) -> dict:
+        out = deepcopy(base)
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = deepcopy(value)
+        return out
+
+    return merge(default_config(), user or {})

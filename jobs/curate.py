@@ -1,0 +1,56 @@
+"""Curate a web crawl into labeled, filtered documents.
+
+    python jobs/curate.py [--input PATH_OR_GLOB] [--output DIR] [--config FILE] [key=value ...]
+    ray job submit -- python jobs/curate.py --input s3-or-shared-path --output DIR
+
+With no --input it curates the embedded sample crawl (built once under the cache dir).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# `python jobs/curate.py` puts jobs/ first on sys.path, where this file would shadow the
+# `curate` package, and Ray copies the script's directory onto every worker's path.
+# Drop jobs/ and put the repository root first instead.
+_JOBS_DIR = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _JOBS_DIR]
+sys.path.insert(0, os.path.dirname(_JOBS_DIR))
+
+from jobs.common import add_config_arguments, init_ray, load_config, run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from curate.config import default_config, parse_config
+    from curate.pipeline import DEFAULT_OUTPUT, run_curate
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", nargs="+", help="input files, directories or globs (default: the sample crawl)")
+    parser.add_argument("--output", help=f"output dataset directory (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--quality-model", help="causal LM path for perplexity labels (enables the quality stage)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+
+    config = parse_config(load_config(args.config, args.overrides, defaults=default_config()))
+    if args.quality_model:
+        config = parse_config({**config.raw, "quality": {**(config.raw.get("quality") or {}),
+                                                         "enabled": True, "model_path": args.quality_model}})
+    inputs = args.input or config.input
+    if not inputs:
+        from curate.sample_crawl import ensure_sample_crawl
+
+        cache = Path(config.cache_dir or os.environ.get("RAYMILL_CACHE", "~/.cache/raymill")).expanduser()
+        inputs = [str(ensure_sample_crawl(cache))]
+    output = args.output or config.output or DEFAULT_OUTPUT
+
+    init_ray(config.runtime.num_cpus)
+    summary = run_curate(config, inputs, output)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main)
