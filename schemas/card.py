@@ -300,9 +300,12 @@ class _CardBuilder:
         for feat in self.features:
             if not all(c in batch.schema.names for c in feat.columns):
                 continue
+            if feat.text and not feat.chars and self.tokenizer is None:
+                continue
             values = feat.compute(batch)
             if feat.text:
-                out[f"{feat.name}_chars"] = ("derived", pc.utf8_length(values))
+                if feat.chars:
+                    out[f"{feat.name}_chars"] = ("derived", pc.utf8_length(values))
                 if self.tokenizer is not None:
                     out[f"{feat.name}_tokens"] = ("derived", token_lengths(self.tokenizer, values))
             else:

@@ -26,6 +26,7 @@ class Feature:
     columns: tuple[str, ...]  # dataset columns the feature reads
     compute: Callable[[pa.RecordBatch], pa.Array]
     text: bool = False  # True when the feature's values are texts to measure (chars, and tokens if asked)
+    chars: bool = True  # False when another feature already counts this text's characters exactly
 
 
 def _content_lengths_by_role(messages: pa.Array, role: str | None) -> pa.Array:
@@ -78,8 +79,9 @@ def features_for(kind: str, column_names: list[str], text_column: str | None) ->
             Feature("turns", ("messages",), lambda b: pc.list_value_length(b.column("messages"))),
             Feature("prompt_chars", ("messages",), lambda b: _content_lengths_by_role(b.column("messages"), "user")),
             Feature("response_chars", ("messages",), lambda b: _content_lengths_by_role(b.column("messages"), "assistant")),
-            Feature("prompt", ("messages",), lambda b: _join_role_texts(b.column("messages"), "user"), text=True),
-            Feature("response", ("messages",), lambda b: _join_role_texts(b.column("messages"), "assistant"), text=True),
+            # Joined turn texts only feed token counts: the joins add newlines the chars above do not count.
+            Feature("prompt", ("messages",), lambda b: _join_role_texts(b.column("messages"), "user"), True, False),
+            Feature("response", ("messages",), lambda b: _join_role_texts(b.column("messages"), "assistant"), True, False),
         ]
     if kind in ("preference", "prompt", "scored_sample") and "prompt" in names:
         feats += [
