@@ -148,3 +148,34 @@ def test_mixed_families_refused(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"text": "x"}\n')
     with pytest.raises(InputError, match="mix"):
         list(iter_inputs(tmp_path))
+
+
+def test_sample_crawl_is_deterministic_cached_and_exercises_every_stage(tmp_path):
+    import time
+
+    from curate.extract import ExtractStage
+    from curate.langid import LangIdStage
+    from curate.url_filter import UrlFilterStage
+
+    start = time.perf_counter()
+    path = ensure_sample_crawl(tmp_path)
+    assert time.perf_counter() - start < 5
+    mtime = path.stat().st_mtime_ns
+    assert ensure_sample_crawl(tmp_path) == path and path.stat().st_mtime_ns == mtime
+    assert [(r.url, r.body) for r in build_records()] == [(r.url, r.body) for r in build_records()]
+
+    stages = [UrlFilterStage({"banned_keywords": ["casino"]}), ExtractStage(), LangIdStage()]
+    out = []
+    for table in iter_file(path):
+        for stage in stages:
+            table = stage(table)
+        out.extend(table.to_pylist())
+    reasons = Counter(r["drop_reason"] for r in out)
+    for reason in ("warc_request", "warc_revisit", "warc_metadata", "non_html", "http_not_ok", "empty_body",
+                   "binary_content", "url_keyword:casino", "extraction_empty"):
+        assert reasons[reason] >= 1, reason
+    assert sum(n for r, n in reasons.items() if r and r.startswith("url_blocklist:")) >= 12
+    kept = [r for r in out if r["drop_reason"] is None]
+    assert {r["lang"] for r in kept} >= {"en", "de", "fr", "es", "it", "zh", "ja"}
+    assert sum("@" in r["text"] for r in kept) >= 10  # PII pages survive to the masking stage
+    assert len(kept) >= 150
