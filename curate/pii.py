@@ -5,7 +5,8 @@ Labels: `pii_email_count`, `pii_ip_count`, `pii_phone_count` (matches masked per
 Precision over recall where the two conflict, because a false positive corrupts good text:
 - IPv4 needs four dotted octets in 0..255 that are not part of a longer dotted number
   and not preceded by "v"/"version" (so "version 1.2.3.4" and "v10.0.0.1" stay).
-- IPv6 candidates are checked with `ipaddress`, so times such as 12:30:45 stay.
+- IPv6 candidates are checked with `ipaddress` and need a digit, so times such as
+  12:30:45 and C++ names such as a::b stay.
 - Phone numbers need separators or a leading "+" (plain digit runs are years, ids,
   prices) and 7..15 digits; ISO dates (2024-01-15) and number ranges stay. Chinese
   mobile numbers (1[3-9] + 9 digits) and 0-prefixed landlines (010-12345678,
@@ -58,7 +59,8 @@ def _mask_ipv6(text: str) -> tuple[str, int]:
     def repl(m: re.Match) -> str:
         nonlocal count
         candidate = m.group(0)
-        if candidate.count(":") < 2 or not re.search(r"[0-9A-Fa-f]", candidate):
+        # Real addresses hold a digit; "a::b" / "dead::beef" are far more often code.
+        if candidate.count(":") < 2 or not re.search(r"\d", candidate):
             return candidate
         try:
             ipaddress.IPv6Address(candidate)

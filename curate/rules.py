@@ -40,7 +40,12 @@ _COMPARE = {
     ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less, ast.LtE: pc.less_equal,
     ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
 }
-_ARITH = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide}
+def _true_divide(left, right):
+    """Python's `/`: always a float division (pyarrow divides integers as integers)."""
+    return pc.divide(pc.cast(left, pa.float64()), pc.cast(right, pa.float64()))
+
+
+_ARITH = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: _true_divide}
 
 Value = Any  # pa.Array / pa.ChunkedArray / pa.Scalar / python literal list
 
