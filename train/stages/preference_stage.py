@@ -1,0 +1,221 @@
+"""What the rm and dpo stages share: their options, the tokenized pair dataset, the eval split.
+
+Data path: train.ingest's mixed read and conversion (our `preference` kind from Parquet,
+TRL prompt/chosen/rejected, alpaca/sharegpt with `ranking`), then one Ray Data step
+that tokenizes each pair and marks bad pairs with a drop reason. The result is
+materialised once: preference sets are small next to pretraining corpora, and the
+drop counts for the data card need a full pass anyway. A fixed fraction of pairs,
+chosen by a hash of the pair id (stable across runs and worker counts), is held out
+for evaluation and written to `<run>/eval_pairs.jsonl`, which every worker reads.
+
+Pairs are padded, not packed: DPO and the reward model compare the two responses of a
+pair, which must sit in the same batch; packing them would save little at these lengths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from train.args import TrainConfig, TrainConfigError
+
+EVAL_FILE = "eval_pairs.jsonl"
+REFERENCE_MODES = ("auto", "copy", "adapter", "precompute")
+
+
+@dataclass
+class PreferenceOptions:
+    """Options of the rm / dpo stages, given as `data_options: {...}` in the training config."""
+
+    eval_fraction: float = 0.1  # pairs held out for eval metrics (by id hash)
+    max_eval_pairs: int = 512
+    num_actors: int = 1  # tokenizer actors
+    # dpo
+    beta: float = 0.1
+    loss_type: str = "sigmoid"  # sigmoid | hinge | ipo
+    sft_weight: float = 0.0  # γ of the mixed loss: + γ · NLL(chosen)
+    reference: str = "auto"  # auto (adapter for lora/qlora, else copy) | copy | adapter | precompute
+    # rm
+    use_margin: bool = False  # subtract the pair's `margin` column inside the sigmoid
+    center_rewards: float = 0.0  # + c · mean((r_c + r_r)^2)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "PreferenceOptions":
+        raw = dict(cfg.data.data_options or {})
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise TrainConfigError(f"unknown data_options {unknown} for stage {cfg.launch.stage!r}; "
+                                   f"known: {sorted(known)}")
+        kwargs = {}
+        for name, value in raw.items():
+            kind = type(known[name].default)
+            try:
+                kwargs[name] = value if isinstance(value, kind) else (
+                    str(value).lower() in ("1", "true", "yes") if kind is bool else kind(value))
+            except (TypeError, ValueError):
+                raise TrainConfigError(f"data_options.{name} must be a {kind.__name__}, got {value!r}") from None
+        options = cls(**kwargs)
+        options.check(cfg)
+        return options
+
+    def check(self, cfg: TrainConfig) -> None:
+        from train.losses import DPO_LOSS_TYPES
+
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise TrainConfigError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
+        if self.beta <= 0:
+            raise TrainConfigError(f"beta must be > 0, got {self.beta}")
+        if self.reference not in REFERENCE_MODES:
+            raise TrainConfigError(f"reference must be one of {REFERENCE_MODES}, got {self.reference!r}")
+        peft = cfg.finetuning.finetuning_type in ("lora", "qlora")
+        if self.reference == "adapter" and not peft:
+            raise TrainConfigError("reference=adapter needs finetuning_type lora or qlora")
+
+    def reference_mode(self, finetuning_type: str) -> str:
+        if self.reference != "auto":
+            return self.reference
+        return "adapter" if finetuning_type in ("lora", "qlora") else "copy"
+
+
+def is_eval_pair(pair_id: str, fraction: float) -> bool:
+    return fraction > 0 and zlib.crc32(pair_id.encode("utf-8")) % 10_000 < fraction * 10_000
+
+
+class TokenizePairs:
+    """Ray Data batch step: converted preference records -> token ids, or a drop reason."""
+
+    def __init__(self, tokenizer_path: str, template: str | None, cutoff_len: int, eval_fraction: float):
+        from transformers import AutoTokenizer
+
+        from train.preference_data import resolve_template
+
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.template = resolve_template(template, self.tokenizer)
+        self.cutoff_len, self.eval_fraction = cutoff_len, eval_fraction
+
+    def __call__(self, batch: dict) -> pa.Table:
+        from train.preference_data import tokenize_pair
+
+        ids_type = pa.list_(pa.int32())
+        cols: dict[str, list] = {k: [] for k in ("id", "split", "prompt_ids", "chosen_ids", "rejected_ids",
+                                                 "margin", "drop_reason")}
+        for rid, kind, record, reason in zip(batch["id"], batch["kind"], batch["record"], batch["drop_reason"]):
+            out: Any = reason
+            if reason is None and kind != "preference":
+                out = "not_a_preference_record"
+            elif reason is None:
+                row = json.loads(record)
+                out = tokenize_pair(row, self.tokenizer, self.template, self.cutoff_len)
+            cols["id"].append(str(rid))
+            cols["split"].append("eval" if is_eval_pair(str(rid), self.eval_fraction) else "train")
+            if isinstance(out, dict):
+                for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                    cols[key].append(out[key])
+                cols["margin"].append(out.get("margin"))
+                cols["drop_reason"].append(None)
+            else:
+                for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                    cols[key].append(None)
+                cols["margin"].append(None)
+                cols["drop_reason"].append(str(out))
+        return pa.table({
+            "id": pa.array(cols["id"], pa.string()), "split": pa.array(cols["split"], pa.string()),
+            "prompt_ids": pa.array(cols["prompt_ids"], ids_type), "chosen_ids": pa.array(cols["chosen_ids"], ids_type),
+            "rejected_ids": pa.array(cols["rejected_ids"], ids_type), "margin": pa.array(cols["margin"], pa.float64()),
+            "drop_reason": pa.array(cols["drop_reason"], pa.string()),
+        })
+
+
+def toy_data_path() -> str:
+    """The embedded toy preference set, written once as TRL-style JSONL in the cache."""
+    from schemas.convert import preference_to_trl
+    from train.preference_data import toy_preference_table
+    from train.tiny import default_cache_dir
+
+    path = Path(default_cache_dir()) / "toy_preferences_v1" / "pairs.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            for row in preference_to_trl(toy_preference_table(400, seed=0)):
+                out.write(json.dumps(row) + "\n")
+        tmp.replace(path)
+    return str(path)
+
+
+def build_preference_dataset(cfg: TrainConfig):
+    """(Ray Dataset of tokenized training pairs, stats dict); writes the eval pairs into the run dir."""
+    import ray.data
+
+    from train.ingest import records_dataset, resolve_data
+
+    options = PreferenceOptions.from_config(cfg)
+    data = cfg.data.data or [toy_data_path()]
+    weighted = resolve_data(data)
+    not_pref = [w.spec.name for w in weighted if w.spec.kind != "preference"]
+    if not_pref:
+        raise TrainConfigError(f"stage {cfg.launch.stage!r} needs preference data; not preference: {not_pref}")
+    records = records_dataset([w.spec for w in weighted], [w.weight for w in weighted], seed=cfg.training.seed)
+    tokenized = records.map_batches(
+        TokenizePairs, batch_format="numpy", zero_copy_batch=False, batch_size=256,
+        compute=ray.data.ActorPoolStrategy(size=options.num_actors),
+        fn_constructor_kwargs=dict(tokenizer_path=str(cfg.model.tokenizer or cfg.model.model),
+                                   template=cfg.data.template, cutoff_len=cfg.data.cutoff_len,
+                                   eval_fraction=options.eval_fraction),
+    ).materialize()
+
+    summary = tokenized.select_columns(["split", "drop_reason"]).to_pandas()
+    drops = Counter(r for r in summary["drop_reason"] if r is not None)
+    kept = summary["drop_reason"].isna()
+    stats = {"stage": "preference_tokenize", "rows_in": int(len(summary)), "kept": int(kept.sum()),
+             "dropped": dict(sorted(drops.items())),
+             "train_pairs": int((kept & (summary["split"] == "train")).sum()),
+             "eval_pairs": int((kept & (summary["split"] == "eval")).sum())}
+    if stats["rows_in"] != stats["kept"] + sum(drops.values()):
+        raise RuntimeError(f"preference accounting does not add up: {stats}")
+    if stats["train_pairs"] == 0:
+        raise TrainConfigError(f"no training pairs left after tokenizing: {stats}")
+
+    def keep(split: str):
+        return tokenized.filter(lambda r: r["drop_reason"] is None and r["split"] == split)
+
+    eval_rows = keep("eval").limit(options.max_eval_pairs).take_all() if stats["eval_pairs"] else []
+    write_eval_pairs(Path(cfg.launch.output).expanduser().resolve(), eval_rows)
+    train = keep("train").drop_columns(["split", "drop_reason"])
+    return train, stats
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def write_eval_pairs(run_dir: Path, rows: list[dict]) -> Path:
+    path = run_dir / EVAL_FILE
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps({k: _plain(row[k]) for k in ("id", "prompt_ids", "chosen_ids", "rejected_ids", "margin")})
+                      + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_eval_pairs(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / EVAL_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
