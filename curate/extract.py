@@ -39,9 +39,12 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import itertools
 import logging
+import os
 import re
 import threading
+import time
 from dataclasses import dataclass, fields
 
 import pyarrow as pa
@@ -161,41 +164,69 @@ class ExtractTimeout(Exception):
     """Raised inside the extracting thread when its time limit passes."""
 
 
-def run_with_time_limit(fn, seconds: float):
-    """Run fn() in the calling thread; raise ExtractTimeout in it after `seconds`.
+class _Watchdog:
+    """One daemon thread per process that raises ExtractTimeout in threads past their deadline.
 
-    A watchdog timer injects the exception with PyThreadState_SetAsyncExc rather than
-    using SIGALRM: signals only reach the main thread, while Ray may run our batch
-    function in a worker thread (threaded actors, map_batches concurrency). The
-    exception lands at the next Python bytecode, so a single long C call (one lxml
-    parse) finishes first; the input size cap bounds that.
+    The exception is injected with PyThreadState_SetAsyncExc rather than SIGALRM:
+    signals only reach the main thread, while Ray may run our batch function in a
+    worker thread (threaded actors, map_batches concurrency). A shared thread instead
+    of a threading.Timer per page keeps the guard at a few microseconds per document
+    (a Timer costs ~170 us to start). The exception lands at the next Python bytecode,
+    so a single long C call (one lxml parse) finishes first; the input size cap bounds that.
     """
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.deadlines: dict[int, tuple[float, int]] = {}  # thread id -> (deadline, token)
+        self.tokens = itertools.count(1)
+        self.thread: threading.Thread | None = None
+        self.pid = None
+
+    def arm(self, seconds: float) -> tuple[int, int]:
+        tid = threading.get_ident()
+        with self.cond:
+            if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
+                # (Re)start after fork: Ray workers may fork from a process that had one.
+                self.pid = os.getpid()
+                self.thread = threading.Thread(target=self._run, name="raymill-extract-watchdog", daemon=True)
+                self.thread.start()
+            token = next(self.tokens)
+            self.deadlines[tid] = (time.monotonic() + seconds, token)
+            self.cond.notify()
+        return tid, token
+
+    def disarm(self, tid: int, token: int) -> None:
+        with self.cond:
+            if self.deadlines.get(tid, (0, None))[1] == token:
+                del self.deadlines[tid]
+
+    def _run(self) -> None:
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for tid, (deadline, _) in list(self.deadlines.items()):
+                    if deadline <= now:
+                        del self.deadlines[tid]
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(ExtractTimeout))
+                wait = min((d for d, _ in self.deadlines.values()), default=now + 60) - now
+                self.cond.wait(timeout=max(wait, 0.001))
+
+
+_WATCHDOG = _Watchdog()
+
+
+def run_with_time_limit(fn, seconds: float):
+    """Run fn() in the calling thread; raise ExtractTimeout in it after `seconds`."""
     if not seconds or seconds <= 0:
         return fn()
-    target = threading.get_ident()
-    lock = threading.Lock()
-    armed = [True]
-
-    def fire():
-        if lock.acquire(timeout=1.0):
-            try:
-                if armed[0]:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(ExtractTimeout))
-            finally:
-                lock.release()
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
+    tid, token = _WATCHDOG.arm(seconds)
     try:
         return fn()
     finally:
-        # Disarm under the lock so the timer cannot fire into code after this call.
-        # (If it fired in the instant after fn returned, ExtractTimeout surfaces here,
-        # which is still a correct report of a page that ran to its limit.)
-        with lock:
-            armed[0] = False
-        timer.cancel()
+        # Disarmed under the watchdog's lock, so it cannot fire into code after this
+        # call. (If it fired in the instant after fn returned, ExtractTimeout surfaces
+        # here, which still reports a page that ran to its limit.)
+        _WATCHDOG.disarm(tid, token)
 
 
 # ---------------------------------------------------------------- the stage

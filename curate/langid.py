@@ -9,6 +9,9 @@ Config keys (YAML under `langid:`; all optional):
     keep: []                    languages to keep, e.g. [en, zh]; empty = keep all.
     min_score: 0.0              drop when lang_score is below this ...
     thresholds: {}              ... or below the per-language value, e.g. {en: 0.65}.
+    script_rules: true          settle Chinese / Japanese / Korean by script (kana means
+                                Japanese, Hangul Korean, mostly-Han without kana Chinese):
+                                fastText confuses short zh and ja sentences, scripts do not.
     drop: false                 label only by default: the declarative rule filter
                                 decides keep/drop. true = drop here with reasons
                                 `lang_not_kept` / `lang_score_low`.
@@ -31,6 +34,25 @@ from curate.stage import Stage, mark_drops, set_column
 
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 _SPACES = re.compile(r"\s+")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+_CHINESE_LABELS = frozenset({"zh", "yue", "wuu", "gan"})
+
+
+def script_language(text: str, predicted: str | None) -> tuple[str, float] | None:
+    """(language, share of its script among letters) when the script settles it, else None."""
+    letters = sum(ch.isalpha() for ch in text)
+    if not letters:
+        return None
+    kana, han, hangul = len(_KANA.findall(text)), len(_HAN.findall(text)), len(_HANGUL.findall(text))
+    if kana and (kana + han) / letters > 0.3:
+        return "ja", (kana + han) / letters
+    if hangul / letters > 0.3:
+        return "ko", hangul / letters
+    if han / letters > 0.5 and predicted not in _CHINESE_LABELS:
+        return "zh", han / letters
+    return None
 
 
 def default_model_path() -> Path:
@@ -80,6 +102,7 @@ class LangIdConfig:
     keep: list[str] = field(default_factory=list)
     min_score: float = 0.0
     thresholds: dict[str, float] = field(default_factory=dict)
+    script_rules: bool = True
     drop: bool = False
 
     @classmethod
@@ -123,6 +146,12 @@ class LangIdStage(Stage):
                 if len(lab):
                     langs[i] = lab[0].removeprefix("__label__")
                     scores[i] = float(min(1.0, max(0.0, prob[0])))
+                if self.config.script_rules:
+                    settled = script_language(norm[i], langs[i])
+                    if settled and settled[0] != langs[i]:
+                        # The model's probability belongs to another label; the script
+                        # share is the honest confidence for the corrected one.
+                        langs[i], scores[i] = settled[0], round(min(1.0, settled[1]), 4)
         return langs, scores
 
     def process(self, table: pa.Table) -> pa.Table:

@@ -62,3 +62,13 @@ def test_accuracy_on_shared_langid(shared_data, stage):
     pred, _ = stage.predict(texts)
     acc = sum(p == g for p, g in zip(pred, gold)) / len(gold)
     assert acc >= 0.95, acc
+
+
+def test_script_rules_settle_cjk(stage):
+    from curate.langid import script_language
+
+    texts = ["传统中医治高血压必须辨证论治。", "一番好きなエピなのでうれしい！", "오늘은 날씨가 아주 좋습니다."]
+    langs, scores = stage.predict(texts)
+    assert langs == ["zh", "ja", "ko"] and all(0 < s <= 1 for s in scores)
+    assert script_language("plain latin text", "en") is None
+    assert LangIdStage({"script_rules": False}).predict(texts[:1])[0] == ["ja"]  # the confusion the rule fixes
