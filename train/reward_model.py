@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -127,28 +127,37 @@ def save_reward_model(model: torch.nn.Module, tokenizer, path: str | Path, info:
 
 
 class RewardModel:
-    """A loaded reward model that scores conversations or plain texts."""
+    """A loaded reward model that scores conversations or plain texts.
 
-    def __init__(self, model, tokenizer, max_length: int = 2048, batch_size: int = 8, template: Any = None):
+    Conversations are tokenized exactly as the rm stage tokenized its pairs (the chat
+    template through train.tokenize, ending at the reply's stop string), so the score is
+    read at the same token the head was trained on.
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 2048, batch_size: int = 8, template: str | None = None):
+        from train.preference_data import resolve_template
+
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.max_length, self.batch_size, self.template = max_length, batch_size, template
+        self.max_length, self.batch_size = max_length, batch_size
+        self.template = resolve_template(template, tokenizer)
 
     def _ids(self, item: str | Sequence[dict]) -> list[int]:
+        from train.tokenize import Drop, encode_sft
+
         if isinstance(item, str):
-            ids = self.tokenizer(item, add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(item, add_special_tokens=False)["input_ids"][-self.max_length:]
         else:
-            messages = [{"role": m["role"], "content": m["content"]} for m in item]
-            if not messages or messages[-1]["role"] != "assistant":
+            messages = [dict(m) for m in item]
+            if not messages or messages[-1].get("role") != "assistant":
                 raise ValueError("a conversation to score must end with the assistant's response")
-            if self.template is not None:
-                text = self.template.render(messages, add_generation_prompt=False)
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            else:
-                ids = list(self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+            encoded = encode_sft({"messages": messages}, self.tokenizer, self.template, self.max_length,
+                                 mask_history=True)
+            if isinstance(encoded, Drop):
+                raise ValueError(f"cannot score this conversation: {encoded.reason} ({encoded.detail})")
+            ids = encoded.input_ids
         if not ids:
             raise ValueError("cannot score an empty text")
-        # Keep the end: the score is read at the last token, which must be the response's.
-        return ids[-self.max_length:]
+        return ids
 
     @torch.no_grad()
     def score(self, items: Sequence[str | Sequence[dict]]) -> list[float]:
@@ -186,4 +195,5 @@ def load_reward_model(path: str | Path, device: str | None = None, dtype: torch.
         raise ValueError(f"{path}: not a reward model (num_labels={model.config.num_labels}, expected 1)")
     if device:
         model.to(device)
-    return RewardModel(model, tokenizer, max_length=int(card.get("cutoff_len", 2048)), batch_size=batch_size)
+    return RewardModel(model, tokenizer, max_length=int(card.get("cutoff_len") or 2048), batch_size=batch_size,
+                       template=card.get("template"))
