@@ -213,6 +213,15 @@ def _sft_row(row: dict, rid: str, source: str) -> dict | Drop:
             "source": source}
 
 
+def _sharegpt_system(row: dict) -> dict:
+    """Many sharegpt files open with a {"from": "system"} turn; it is the system prompt."""
+    turns = row.get("conversations")
+    if isinstance(turns, list) and turns and isinstance(turns[0], dict) and turns[0].get("from") == "system":
+        row = dict(row, conversations=turns[1:])
+        row["system"] = row.get("system") or turns[0].get("value")
+    return row
+
+
 _CONVERTERS = {
     ("alpaca", "sft"): convert.alpaca_to_sft, ("alpaca", "preference"): convert.alpaca_to_preference,
     ("sharegpt", "sft"): convert.sharegpt_to_sft, ("sharegpt", "preference"): convert.sharegpt_to_preference,
@@ -234,6 +243,8 @@ def convert_row(row: Any, spec: DatasetSpec, index: int) -> dict | Drop:
         return {"id": rid, "text": text, "source": spec.name}
     if spec.format == "sft":
         return _sft_row(row, rid, spec.name)
+    if spec.format == "sharegpt":
+        row = _sharegpt_system(row)
     try:
         record = _CONVERTERS[(spec.format, kind)]([row], source=spec.name).to_pylist()[0]
     except SchemaError as exc:
