@@ -179,3 +179,13 @@ def test_sample_crawl_is_deterministic_cached_and_exercises_every_stage(tmp_path
     assert {r["lang"] for r in kept} >= {"en", "de", "fr", "es", "it", "zh", "ja"}
     assert sum("@" in r["text"] for r in kept) >= 10  # PII pages survive to the masking stage
     assert len(kept) >= 150
+
+
+def test_http_content_encoding_is_decoded_and_bad_encoding_does_not_crash(tmp_path):
+    path = write_warc(tmp_path / "ce.warc", [
+        WarcRecord("https://a.example/1", gzip.compress(HTML), extra_headers=[("Content-Encoding", "gzip")]),
+        WarcRecord("https://a.example/2", b"<html>not really gzip</html>", extra_headers=[("Content-Encoding", "gzip")]),
+    ])
+    out = rows(path)
+    assert out[0]["raw"] == HTML and out[0]["drop_reason"] is None
+    assert len(out) == 2 and out[1]["drop_reason"] in (None, "bad_content_encoding")
