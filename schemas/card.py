@@ -266,7 +266,8 @@ class _Split:
         if not self.files or not columns:
             return
         dataset = pads.dataset([str(f) for f in self.files], format="parquet", schema=self.schema)
-        yield from dataset.to_batches(columns=columns, batch_size=BATCH_ROWS)
+        # Little readahead: memory stays around a few batches of text, whatever the dataset size.
+        yield from dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=2, fragment_readahead=1)
 
 
 class _CardBuilder:

@@ -60,7 +60,7 @@ def _rows(table: pa.Table, **equal) -> list[dict]:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps a legend placed outside the axes
     plt.close(fig)
     return path
 
@@ -71,7 +71,7 @@ def funnel_png(funnel: pa.Table, drops: pa.Table, path: Path) -> Path:
     reasons = [r["reason"] for r in sorted(drops.to_pylist(), key=lambda r: -r["rows"])]
     reasons = list(dict.fromkeys(reasons))
     colors = {r: REASON_COLORS[i % len(REASON_COLORS)] for i, r in enumerate(reasons)}
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * max(len(stages), 1)))
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.6 * max(len(stages), 1)))
     labelled = set()
     for y, st in enumerate(stages):
         ax.barh(y, st["kept"], color=KEPT_COLOR, label="kept" if "kept" not in labelled else None)
@@ -92,8 +92,7 @@ def funnel_png(funnel: pa.Table, drops: pa.Table, path: Path) -> Path:
     ax.set_xlabel("rows")
     ax.set_title("Funnel: rows kept and dropped (by reason) per stage")
     if stages:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(stages) < 3 else -0.15), fontsize=8,
-                  ncol=min(4, 1 + len(reasons)), frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     else:
         ax.text(0.5, 0.5, "no stages recorded", transform=ax.transAxes, ha="center")
     return _save(fig, path)
