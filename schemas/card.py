@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from schemas.card_features import Feature, default_text_column, features_for, label_columns, token_lengths
+from schemas.card_features import default_text_column, features_for, label_columns, token_lengths
 from schemas.card_stats import (QUANTILES, CategoricalStats, ColumnStats, NumericStats, Reservoir, is_categorical,
                                 is_numeric)
 from schemas.funnel import StageCount, read_accounting
