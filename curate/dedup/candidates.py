@@ -38,25 +38,9 @@ def edges_table(edges: list[tuple[str, str | None, str]]) -> pa.Table:
     return pa.table({"a": list(a), "b": list(b), "kind": list(kind)}, schema=EDGE_SCHEMA)
 
 
-def group_bucket_edges(group: pa.Table, max_pairs_size: int) -> pa.Table:
-    """Ray map_groups body: one bucket's (bucket, id) rows to its edges."""
-    if group.num_rows < 2:
-        return EDGE_SCHEMA.empty_table()
-    return edges_table(bucket_edges(group.column("bucket")[0].as_py(), group.column("id").to_pylist(),
-                                    max_pairs_size))
-
-
 def jaccard(x: np.ndarray, y: np.ndarray) -> float:
     """Jaccard of two sorted unique hash arrays; two empty sets count as different."""
     if len(x) == 0 or len(y) == 0:
         return 0.0
     inter = len(np.intersect1d(x, y, assume_unique=True))
     return inter / (len(x) + len(y) - inter)
-
-
-def verified(pairs: pa.Table, threshold: float) -> pa.Table:
-    """Keep the pairs (columns a, b, sa, sb) whose shingle-set Jaccard reaches `threshold`."""
-    sa = pairs.column("sa").to_pylist()
-    sb = pairs.column("sb").to_pylist()
-    keep = [jaccard(np.asarray(x, np.uint64), np.asarray(y, np.uint64)) >= threshold for x, y in zip(sa, sb)]
-    return pairs.filter(pa.array(keep, pa.bool_())).select(["a", "b", "kind"])

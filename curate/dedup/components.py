@@ -93,13 +93,3 @@ def small_star(hi: str, smaller_neighbours: list[str]) -> list[tuple[str, str]]:
     nbrs = set(smaller_neighbours)
     m = min(nbrs)
     return [(m, v) for v in sorted(nbrs | {hi}) if v != m]
-
-
-def group_large_star(group: pa.Table) -> pa.Table:
-    rows = large_star(group.column("u")[0].as_py(), group.column("v").to_pylist())
-    a, b, tag = zip(*rows)
-    return pa.table({"a": list(a), "b": list(b), "tag": list(tag)}, schema=STAR_SCHEMA)
-
-
-def group_small_star(group: pa.Table) -> pa.Table:
-    return pairs_table(small_star(group.column("b")[0].as_py(), group.column("a").to_pylist()))

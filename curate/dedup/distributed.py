@@ -1,0 +1,190 @@
+"""Dedup on Ray Data: every global step is a sort shuffle; nothing is collected in one process.
+
+Plan (arrows are maps over blocks; [sort k] is a shuffle that puts all rows of a key in one block):
+  documents -> light rows (keys, rank, shingle hashes)                  materialised once
+  light -> (bucket, id) [sort bucket] -> edges + repeated-id reports
+  band edges + shingles [sort a] -> + shingles [sort b] -> true-Jaccard check
+  edges -> union-find per block -> large-star [sort u] / small-star [sort b] rounds -> stars
+  stars + light [sort node] -> members [sort root] -> survivor decisions
+  documents + decisions [sort id] -> labels and drops
+
+Ray Data's joins and hash group-bys start aggregator actors per operation, which costs
+seconds each; the sort shuffle runs as plain tasks, so this module sets it on its own
+copy of the data context and builds joins as sorted co-groups (see blocks.py).
+"""
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.dedup import blocks
+from curate.dedup.candidates import BAND, DUP_ID, EXACT
+from curate.dedup.components import NOT_STAR, both_directions, contract
+from curate.dedup.config import DedupConfig
+from curate.dedup.features import LIGHT_SCHEMA, bucket_rows, light_rows
+from curate.dedup.survivor import (DECISION_SCHEMA, LABEL_COLUMNS, LABEL_FIELDS, duplicate_id_error, finalize,
+                                   is_dropped, pass_through)
+from curate.stage import DROP_REASON, DROP_STAGE
+
+log = logging.getLogger(__name__)
+_OLD = "_old_"  # prefix of label columns already on the input, restored on rows dropped earlier
+_SIDE = "_side"  # in the final co-group: 0 = document row, 1 = decision row
+_DECISION_COLUMNS = DECISION_SCHEMA.names[1:]
+
+
+# --- batch functions (module level so Ray pickles them by reference) ---------------------------
+
+def _light_batch(table: pa.Table, config: DedupConfig) -> pa.Table:
+    active = table.filter(pc.invert(is_dropped(table)))
+    return light_rows(active, config) if active.num_rows else LIGHT_SCHEMA.empty_table()
+
+
+def _keep_kind(table: pa.Table, kinds: tuple[str, ...]) -> pa.Table:
+    return table.filter(pc.is_in(table.column("kind"), value_set=pa.array(kinds, pa.string())))
+
+
+def _keep_tag(table: pa.Table, tag: int) -> pa.Table:
+    return table.filter(pc.equal(table.column("tag"), pa.scalar(tag, pa.int8())))
+
+
+def _star_labels(table: pa.Table) -> pa.Table:
+    """Final large-star rows -> (node, root): leaves from edges, roots from centre rows."""
+    edges = _keep_tag(table, 0)
+    centres = _keep_tag(table, 1)
+    return pa.table({
+        "node": pa.concat_arrays([edges.column("b").combine_chunks(), centres.column("a").combine_chunks()]),
+        "root": pa.concat_arrays([edges.column("a").combine_chunks(), centres.column("a").combine_chunks()]),
+    })
+
+
+def _stash_old_labels(table: pa.Table) -> pa.Table:
+    return table.rename_columns([_OLD + c if c in LABEL_COLUMNS else c for c in table.column_names])
+
+
+def _row_side(table: pa.Table, cogroup: pa.Schema) -> pa.Table:
+    n = table.num_rows
+    for name in (*_DECISION_COLUMNS, _SIDE):
+        table = table.append_column(name, pa.nulls(n, cogroup.field(name).type))
+    return table.select(cogroup.names).cast(cogroup)
+
+
+def _decision_side(table: pa.Table, cogroup: pa.Schema) -> pa.Table:
+    n = table.num_rows
+    columns = {f.name: table.column(f.name) if f.name in table.column_names else pa.nulls(n, f.type)
+               for f in cogroup}
+    columns[_SIDE] = pa.array([1] * n, pa.int8())
+    return pa.table(columns, schema=cogroup)
+
+
+def _final_block(block: pa.Table, config: DedupConfig, schema: pa.Schema) -> pa.Table:
+    """Sorted co-group of documents and decisions -> labeled documents in the output schema."""
+    is_decision = pc.fill_null(pc.equal(block.column(_SIDE), pa.scalar(1, pa.int8())), False)
+    decisions = block.filter(is_decision)
+    rows = block.filter(pc.invert(is_decision)).drop_columns([_SIDE, *_DECISION_COLUMNS])
+    where = {doc_id: i for i, doc_id in enumerate(decisions.column("id").to_pylist())}
+    index = pa.array([where.get(d) for d in rows.column("id").to_pylist()], pa.int64())
+    for name in _DECISION_COLUMNS:
+        rows = rows.append_column(name, decisions.column(name).take(index))
+    dropped = is_dropped(rows)
+    old = [c for c in rows.column_names if c.startswith(_OLD)]
+    active = finalize(rows.filter(pc.invert(dropped)).drop_columns(old), config)
+    done = rows.filter(dropped).drop_columns(list(_DECISION_COLUMNS))
+    done = pass_through(done.rename_columns([c[len(_OLD):] if c in old else c for c in done.column_names]))
+    out = pa.concat_tables([active.select(schema.names).cast(schema), done.select(schema.names).cast(schema)])
+    return out
+
+
+def output_schema(input_schema: pa.Schema) -> pa.Schema:
+    """Input columns in order, then drop_reason/drop_stage and the dedup labels where missing."""
+    fields = [f.with_nullable(True) for f in input_schema]
+    for f in (pa.field(DROP_REASON, pa.string()), pa.field(DROP_STAGE, pa.string()), *LABEL_FIELDS):
+        if f.name in input_schema.names:
+            fields[input_schema.names.index(f.name)] = f
+        else:
+            fields.append(f)
+    return pa.schema(fields)
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+def _map(ds, fn, **kwargs):
+    return ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs or None, zero_copy_batch=True)
+
+
+def _grouped(ds, key: str, fn, **kwargs):
+    """Sort by `key`, then run `fn` on whole blocks: each key's rows arrive together, in one block."""
+    return ds.sort(key).map_batches(fn, batch_format="pyarrow", batch_size=None, fn_kwargs=kwargs or None)
+
+
+def connected_components(edges, max_rounds: int):
+    """(a, b) edges -> (node, root) for every node; root = smallest id of the component."""
+    current = edges.map_batches(contract, batch_format="pyarrow", batch_size=None)
+    for round_no in range(1, max_rounds + 1):
+        large = _grouped(_map(current, both_directions), "u", blocks.large_star_block).materialize()
+        if _map(large, _keep_tag, tag=NOT_STAR).count() == 0:  # the input was one star per component
+            log.info("dedup: components converged after %d round(s)", round_no)
+            return _map(large, _star_labels)
+        current = _grouped(_map(large, blocks.keep_edges), "b", blocks.small_star_block).materialize()
+    raise RuntimeError(f"dedup: connected components did not converge in {max_rounds} rounds "
+                       "(raise max_rounds)")
+
+
+def _verify(found, light, threshold: float):
+    shingles = _map(light.select_columns(["id", "_shingles"]), blocks.shingle_side)
+    band = _map(_map(found, _keep_kind, kinds=(BAND,)), blocks.edge_side)
+    with_a = _grouped(band.union(shingles), "_k", blocks.attach_a_block)
+    return _grouped(with_a.union(shingles), "_k", blocks.verify_b_block, threshold=threshold)
+
+
+def deduplicate(ds, config: DedupConfig | dict | None = None):
+    """Label duplicate clusters and mark duplicates dropped; every input row comes out once.
+
+    Rows with drop_reason already set pass through (null dedup labels) and take no part.
+    Raises ValueError naming ids that occur more than once among the active rows.
+    """
+    from ray.data.context import ShuffleStrategy
+
+    config = DedupConfig.from_any(config)
+    schema = output_schema(ds.schema().base_schema)
+    # Materialised: the documents are read twice (features, final co-group). The copy has its
+    # own DataContext, so choosing the shuffle here leaves the caller's datasets alone.
+    docs = _map(ds, _stash_old_labels).materialize()
+    docs.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    light = _map(docs, _light_batch, config=config).materialize()
+
+    decisions = None
+    if light.count():
+        found = _grouped(_map(light, bucket_rows), "bucket", blocks.bucket_block,
+                         max_pairs_size=config.max_bucket_pairs).materialize()
+        repeated = _map(found, _keep_kind, kinds=(DUP_ID,)).take(6)
+        if repeated:
+            raise duplicate_id_error([r["a"] for r in repeated])
+        edges = _map(found, _keep_kind, kinds=(EXACT,) if config.verify else (EXACT, BAND))
+        if config.verify and _map(found, _keep_kind, kinds=(BAND,)).count():
+            edges = edges.union(_verify(found, light, config.threshold))
+        edges = edges.select_columns(["a", "b"]).materialize()
+        if edges.count():
+            labels = connected_components(edges, config.max_rounds)
+            members = _grouped(_map(labels, blocks.label_side).union(_map(light, blocks.light_side)),
+                               "_k", blocks.member_block)
+            decisions = _grouped(members, "root", blocks.decision_block).materialize()
+
+    if decisions is None:
+        return _map(docs, _final_block_direct, config=config, schema=schema)
+    docs_schema = docs.schema().base_schema
+    cogroup = pa.schema([*(f.with_nullable(True) for f in docs_schema),
+                         *(f for f in DECISION_SCHEMA if f.name != "id"), pa.field(_SIDE, pa.int8())])
+    both = _map(docs, _row_side, cogroup=cogroup).union(_map(decisions, _decision_side, cogroup=cogroup))
+    return _grouped(both, "id", _final_block, config=config, schema=schema)
+
+
+def _final_block_direct(table: pa.Table, config: DedupConfig, schema: pa.Schema) -> pa.Table:
+    """No duplicates anywhere: every active row is a singleton."""
+    n = table.num_rows
+    table = table.append_column(_SIDE, pa.nulls(n, pa.int8()))
+    for f in DECISION_SCHEMA:
+        if f.name != "id":
+            table = table.append_column(f.name, pa.nulls(n, f.type))
+    return _final_block(table, config, schema)
