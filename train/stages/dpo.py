@@ -25,7 +25,7 @@ import torch
 from train.args import TrainConfig
 from train.losses import dpo_loss, sequence_logps
 from train.stages import Workflow, register_stage
-from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, read_eval_pairs
+from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
 from train.worker import StreamTrainer
 
 STAGE = "dpo"
@@ -44,14 +44,15 @@ def is_peft(model) -> bool:
 class DPOStreamTrainer(StreamTrainer):
     """HF Trainer on a stream of [chosen; rejected] batches with the DPO loss.
 
-    Subclasses made by `dpo_trainer_class` set `options`, `reference`, `train_config` and
-    `eval_pairs`.
+    Subclasses made by `dpo_trainer_class` set `options`, `reference`, `train_config`,
+    `eval_pairs` and `run_dir`.
     """
 
     options: PreferenceOptions
     reference: str
     train_config: TrainConfig
     eval_pairs: list[dict] = []
+    run_dir: str = "."
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -149,7 +150,9 @@ class DPOStreamTrainer(StreamTrainer):
             self.precompute_reference()
         result = super().train(*args, **kwargs)
         if self.eval_pairs:
-            result.metrics.update(self.evaluate_pairs(self.eval_pairs))
+            metrics = self.evaluate_pairs(self.eval_pairs)
+            publish_eval(self, metrics, self.run_dir)
+            result.metrics.update(metrics)
         return result
 
     @torch.no_grad()
@@ -193,10 +196,10 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
-def dpo_trainer_class(cfg: TrainConfig, options: PreferenceOptions, eval_pairs: list[dict]) -> type:
+def dpo_trainer_class(cfg: TrainConfig, options: PreferenceOptions, eval_pairs: list[dict], run_dir: str = ".") -> type:
     return type("DPOTrainer", (DPOStreamTrainer,), {
         "options": options, "reference": options.reference_mode(cfg.finetuning.finetuning_type),
-        "train_config": cfg, "eval_pairs": eval_pairs,
+        "train_config": cfg, "eval_pairs": eval_pairs, "run_dir": str(run_dir),
     })
 
 
@@ -209,7 +212,7 @@ def run_dpo(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | 
 
     options = PreferenceOptions.from_config(cfg)
     collate = PreferenceCollator(load_tokenizer(cfg.model).pad_token_id)
-    trainer_class = dpo_trainer_class(cfg, options, read_eval_pairs(run_dir))
+    trainer_class = dpo_trainer_class(cfg, options, read_eval_pairs(run_dir), run_dir)
     return run_causal_lm(cfg, rows, collate, run_dir, max_steps, resume_from=resume_from,
                          extra_callbacks=extra_callbacks, trainer_class=trainer_class, rank=rank)
 

@@ -175,7 +175,7 @@ def build_preference_dataset(cfg: TrainConfig):
     ).materialize()
 
     summary = tokenized.select_columns(["split", "drop_reason"]).to_pandas()
-    drops = Counter(r for r in summary["drop_reason"] if r is not None)
+    drops = Counter(summary["drop_reason"].dropna().tolist())
     kept = summary["drop_reason"].isna()
     stats = {"stage": "preference_tokenize", "rows_in": int(len(summary)), "kept": int(kept.sum()),
              "dropped": dict(sorted(drops.items())),
@@ -212,6 +212,18 @@ def write_eval_pairs(run_dir: Path, rows: list[dict]) -> Path:
                       + "\n")
     tmp.replace(path)
     return path
+
+
+def publish_eval(trainer, metrics: dict[str, float], run_dir: str | Path) -> None:
+    """Eval metrics into metrics.jsonl (through the Trainer's log callbacks) and, from
+    rank 0, into `<run>/eval_metrics.json`; Ray's final result keeps only its last report."""
+    from schemas.dataset_io import write_json
+
+    if not metrics:
+        return
+    trainer.log(dict(metrics))
+    if trainer.args.process_index == 0:
+        write_json(metrics, Path(run_dir) / "eval_metrics.json")
 
 
 def read_eval_pairs(run_dir: str | Path) -> list[dict]:

@@ -22,7 +22,7 @@ from train.args import TrainConfig, TrainConfigError
 from train.losses import pairwise_rm_loss
 from train.reward_model import build_reward_model, save_reward_model, sequence_rewards
 from train.stages import Workflow, register_stage
-from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, read_eval_pairs
+from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
 from train.worker import StreamBatches, StreamTrainer
 
 STAGE = "rm"
@@ -150,7 +150,9 @@ def run_reward_model(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_fro
                    total_params=total)
     eval_pairs = read_eval_pairs(run_dir)
     if eval_pairs:
-        metrics.update(trainer.evaluate_pairs(eval_pairs))
+        evaluation = trainer.evaluate_pairs(eval_pairs)
+        publish_eval(trainer, evaluation, run_dir)
+        metrics.update(evaluation)
     _save(trainer, tokenizer, run_dir / "model", cfg, metrics, is_main=args.process_index == 0)
     return metrics
 
