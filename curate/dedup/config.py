@@ -29,8 +29,7 @@ class DedupConfig:
     # Survivor of a cluster: longest | earliest | first_id | best:<column>; ties -> smallest id.
     keep: str = "longest"
     text_column: str = "text"
-    # Ray: shuffle partitions (None: from the block count) and a cap on component rounds.
-    num_partitions: int | None = None
+    # Ray: a cap on the connected-component rounds (O(log^2 n) are needed).
     max_rounds: int = 64
 
     def __post_init__(self) -> None:

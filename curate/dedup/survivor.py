@@ -6,7 +6,7 @@ import pyarrow.compute as pc
 
 from curate.dedup.config import DedupConfig
 from curate.dedup.text import shingle_rule
-from curate.stage import DROP_REASON, mark_drops, set_column
+from curate.stage import DROP_REASON, DROP_STAGE, mark_drops, set_column
 
 STAGE = "dedup"
 EXACT_DUPLICATE = "exact_duplicate"  # same normalised text as the survivor
@@ -86,7 +86,7 @@ def finalize(rows: pa.Table, config: DedupConfig) -> pa.Table:
 
 def pass_through(rows: pa.Table) -> pa.Table:
     """Rows an earlier stage dropped: untouched, plus null dedup labels so all rows share a schema."""
-    for f in LABEL_FIELDS:
+    for f in (pa.field(DROP_REASON, pa.string()), pa.field(DROP_STAGE, pa.string()), *LABEL_FIELDS):
         if f.name not in rows.column_names:
             rows = rows.append_column(f.name, pa.nulls(rows.num_rows, f.type))
     return rows

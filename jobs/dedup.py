@@ -1,0 +1,54 @@
+"""Exact + MinHash-LSH dedup of a document dataset.
+
+    python jobs/dedup.py --input DIR --output DIR [--config FILE] [key=value ...]
+    ray job submit -- python jobs/dedup.py --input DIR --output DIR dedup.threshold=0.85
+
+DIR holds document Parquet (DIR/data/*.parquet, or *.parquet directly). The output
+gets data/ (kept rows), dropped/ (duplicates, each with drop_reason and duplicate_of),
+accounting.json and a dataset card. Settings live under `dedup:` in the YAML file
+(see curate.dedup.config.DedupConfig); a bare `key=value` of a dedup setting works too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# `python jobs/dedup.py` puts jobs/ first on sys.path; put the repository root there instead.
+_JOBS_DIR = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _JOBS_DIR]
+sys.path.insert(0, os.path.dirname(_JOBS_DIR))
+
+from jobs.common import ConfigError, add_config_arguments, init_ray, load_config, run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from dataclasses import fields
+
+    from curate.dedup.config import DedupConfig
+    from curate.dedup.runner import run_dedup_dir
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="document dataset directory")
+    parser.add_argument("--output", required=True, help="output dataset directory (replaced atomically)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+
+    raw = load_config(args.config, args.overrides, defaults={"dedup": {}, "num_cpus": None})
+    settings = {f.name for f in fields(DedupConfig)}
+    dedup = dict(raw.pop("dedup") or {})
+    dedup.update({k: raw.pop(k) for k in list(raw) if k in settings})
+    unknown = sorted(set(raw) - {"num_cpus"})
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; dedup settings: {sorted(settings)}")
+    config = DedupConfig.from_any(dedup)
+
+    init_ray(raw.get("num_cpus"))
+    summary = run_dedup_dir(args.input, args.output, config)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main)
