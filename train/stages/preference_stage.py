@@ -191,7 +191,7 @@ def build_preference_dataset(cfg: TrainConfig):
 
     eval_rows = keep("eval").limit(options.max_eval_pairs).take_all() if stats["eval_pairs"] else []
     write_eval_pairs(Path(cfg.launch.output).expanduser().resolve(), eval_rows)
-    train = keep("train").drop_columns(["split", "drop_reason"])
+    train = keep("train").drop_columns(["split", "drop_reason"]).materialize()
     return train, stats
 
 
