@@ -122,11 +122,13 @@ def _convert_batch(batch: dict, specs: Mapping[str, DatasetSpec]) -> pa.Table:
     cols: dict[str, list] = {c: [] for c in RECORD_COLUMNS}
     for source, index, raw in zip(batch["source"], batch["index"], batch["raw"]):
         spec = specs[source]
-        result = convert_row(json.loads(raw), spec, int(index))
+        row = json.loads(raw)
+        result = convert_row(row, spec, int(index))
         cols["source"].append(source)
         cols["kind"].append(spec.kind)
         if isinstance(result, Drop):
-            cols["id"].append(f"{source}-{index}")
+            own_id = row.get("id") if isinstance(row, dict) else None
+            cols["id"].append(str(own_id) if own_id is not None else f"{source}-{index}")
             cols["record"].append(None)
             cols["drop_reason"].append(result.reason)
             cols["drop_detail"].append(result.detail)
