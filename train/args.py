@@ -85,7 +85,7 @@ class LaunchArguments:
     output: str = "runs/train"
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: 1, or 0 where the cluster is too small to also feed the data
     deepspeed: str | None = None  # zero0 | zero2 | zero3 | zero2_offload | zero3_offload | path
     resume: bool = False
     overwrite_output: bool = False
@@ -168,10 +168,17 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     return str(value)
 
 
+# The tiny model learns at a much higher rate than a real one; applied only where not set.
+TINY_MODEL_DEFAULTS = {"learning_rate": 2e-3, "num_train_epochs": 2.0, "warmup_ratio": 0.05}
+
+
 def parse_train_config(raw: dict | None) -> TrainConfig:
     """Build a TrainConfig from a (flat or sectioned) mapping; unknown keys are an error with a hint."""
     sections: dict[str, dict] = {name: {} for name in SECTIONS}
-    for key, value in _flatten(raw or {}).items():
+    flat = _flatten(raw or {})
+    if flat.get("model", "tiny") == "tiny":
+        flat = {**TINY_MODEL_DEFAULTS, **flat}
+    for key, value in flat.items():
         if key not in _HOME:
             close = difflib.get_close_matches(key, list(_HOME), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -63,7 +63,11 @@ def resolve_for_workers(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, model=model)
 
 
-def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, collate: Callable | None = None) -> dict:
+CARD_KIND = {"pt": "document", "sft": "sft", "rm": "preference", "dpo": "preference"}
+
+
+def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, collate: Callable | None = None,
+                 callbacks: list | None = None) -> dict:
     """Build the data (unless given), train on Ray Train, write the run outputs; returns the summary."""
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -76,24 +80,25 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
     cfg = resolve_for_workers(cfg)
     if dataset is None:
         dataset, stats = workflow.build_dataset(cfg)
-    copy_data_cards(cfg.data.data, run_dir)
+    copy_data_cards(cfg.data.data, run_dir, CARD_KIND.get(cfg.launch.stage))
 
     max_steps = cfg.training.max_steps
     if max_steps <= 0:
-        # A stream's length is unknown: count the packed rows once (runs the ingest pipeline).
-        max_steps = count_steps(cfg, dataset.count())
+        # A stream's length is unknown: count the packed rows once (one pass of the ingest
+        # pipeline, which also fills the data stats). Set max_steps to skip it on a big corpus.
+        max_steps = count_steps(cfg, _count_rows(dataset, stats))
     if cfg.training.lr_scheduler == "wsd" or cfg.training.warmup_ratio:
         from train.schedulers import scheduler_arguments
 
         scheduler_arguments(cfg.training, max_steps)  # fail here, not in every worker
 
     loop_config = {"train": cfg.to_dict(), "max_steps": max_steps, "run_dir": str(run_dir),
-                   "collate": collate or workflow.collate}
+                   "collate": collate or workflow.collate, "callbacks": list(callbacks or [])}
     trainer = TorchTrainer(
         train_loop_per_worker=workflow.train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.launch.num_workers, use_gpu=cfg.launch.use_gpu,
-                                     resources_per_worker={"CPU": cfg.launch.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus_per_worker(cfg)}),
         run_config=RunConfig(
             name=RAY_RUN_NAME, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.save_total_limit),
@@ -108,6 +113,30 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
         raise TrainingRunError(f"training failed: {_root_cause(exc)}") from exc
     checkpoint = result.checkpoint.path if result.checkpoint else None
     return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
+
+
+# The ingest's read task and tokenizer actor pool hold one CPU each while the stream runs.
+DATA_PIPELINE_CPUS = 2
+
+
+def cpus_per_worker(cfg: TrainConfig) -> float:
+    """CPUs each training worker reserves. On a small machine (a 2-core laptop) reserving a
+    CPU per worker would starve the streaming ingest and deadlock, so workers reserve none
+    there (torch still uses every core; the reservation is bookkeeping only)."""
+    if cfg.launch.cpus_per_worker is not None:
+        return cfg.launch.cpus_per_worker
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0)
+    return 1.0 if total >= cfg.launch.num_workers + DATA_PIPELINE_CPUS else 0.0
+
+
+def _count_rows(dataset, stats) -> int:
+    if stats is not None and hasattr(stats, "collect"):
+        if not getattr(stats, "collected", False):
+            stats.collect()
+        return int(stats.sequences)
+    return dataset.count()
 
 
 class TrainingRunError(RuntimeError):

@@ -11,9 +11,6 @@ import yaml
 
 from schemas.dataset_io import write_json
 
-# Files a curated or synthesized dataset directory may carry as its card.
-CARD_FILES = ("card.json", "card.arrow", "README.md", "card.md", "card.html", "accounting.json")
-
 
 def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
@@ -44,28 +41,43 @@ def plot_series(records: list[dict], key: str, path: Path, ylabel: str) -> bool:
     return True
 
 
-def copy_data_cards(data_paths: list[str], run_dir: Path) -> list[str]:
-    """Copy the dataset card files found beside each input dataset into run_dir/data_cards/<i>/."""
-    copied = []
+def copy_data_cards(data_paths: list[str], run_dir: Path, kind: str | None = None) -> list[str]:
+    """The data card of each input dataset directory into run_dir/data_cards/<i>-<name>/.
+
+    A card written by curate/synth (`<dataset>/card/`) is copied; a dataset directory
+    without one gets its card computed here (written into the run dir, never into the
+    input). Inputs that are not dataset directories (single files, the embedded sample)
+    have no card; a card that cannot be built is noted, not fatal."""
+    import logging
+
+    try:
+        from schemas.card import CARD_DIR, compute_card, store_card
+    except ImportError:  # the card module is optional for training
+        return []
+    notes = []
     for index, data_path in enumerate(data_paths or []):
-        source = Path(data_path)
-        folder = source if source.is_dir() else source.parent
-        for name in CARD_FILES:
-            if (folder / name).is_file():
-                target = run_dir / "data_cards" / f"{index}-{folder.name}"
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(folder / name, target / name)
-                copied.append(str(target / name))
-    return copied
+        source = Path(str(data_path))
+        target = Path(run_dir) / "data_cards" / f"{index}-{source.name}"
+        if (source / CARD_DIR).is_dir():
+            shutil.copytree(source / CARD_DIR, target, dirs_exist_ok=True)
+            notes.append(str(target))
+        elif (source / "data").is_dir() and kind:
+            try:
+                store_card(compute_card(source, kind), target)
+                notes.append(str(target))
+            except Exception as exc:  # a card is a report: never fail the training run over it
+                logging.getLogger(__name__).warning("no data card for %s: %s", source, exc)
+    return notes
 
 
 def _as_dict(stats: Any) -> Any:
     if stats is None:
         return None
+    for method in ("as_dict", "to_dict"):
+        if hasattr(stats, method):
+            return getattr(stats, method)()
     if dataclasses.is_dataclass(stats):
         return dataclasses.asdict(stats)
-    if hasattr(stats, "to_dict"):
-        return stats.to_dict()
     return stats if isinstance(stats, dict) else str(stats)
 
 

@@ -193,6 +193,6 @@ def causal_lm_train_loop(loop_config: dict) -> None:
         resume_from = os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME) if restored else None
         metrics = run_causal_lm(
             cfg, shard.iter_rows, collate, loop_config["run_dir"], loop_config["max_steps"], resume_from=resume_from,
-            extra_callbacks=[RayTrainReportCallback()], rank=ray.train.get_context().get_world_rank(),
+            extra_callbacks=[RayTrainReportCallback(), *loop_config.get("callbacks", [])], rank=ray.train.get_context().get_world_rank(),
         )
     ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})

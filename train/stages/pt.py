@@ -15,12 +15,15 @@ STAGE = "pt"
 
 def build_dataset(cfg: TrainConfig):
     """(ray.data.Dataset of packed rows, DataStats) for this run."""
-    from train.ingest import build_train_dataset, pretrain_default_sample
+    from train.ingest import build_train_dataset
 
-    data = cfg.data.data or pretrain_default_sample()
+    options = dict(cfg.data.data_options)
+    if cfg.data.template:
+        options["template"] = cfg.data.template
+    # No data: the ingest writes and reads the embedded default sample for this stage.
     return build_train_dataset(
-        STAGE, data, tokenizer_path=cfg.model.tokenizer or cfg.model.model, cutoff_len=cfg.data.cutoff_len,
-        packing=cfg.data.packing, seed=cfg.training.seed, template=cfg.data.template, **cfg.data.data_options,
+        STAGE, cfg.data.data or None, tokenizer_path=cfg.model.tokenizer or cfg.model.model,
+        cutoff_len=cfg.data.cutoff_len, packing=cfg.data.packing, seed=cfg.training.seed, **options,
     )
 
 

@@ -16,12 +16,19 @@ STAGE = "sft"
 
 def build_dataset(cfg: TrainConfig):
     """(ray.data.Dataset of packed rows, DataStats) for this run."""
-    from train.ingest import build_train_dataset, sft_default_sample
+    from train.ingest import build_train_dataset
 
-    data = cfg.data.data or sft_default_sample()
+    options = dict(cfg.data.data_options)
+    if cfg.data.template:
+        if cfg.data.template != "tokenizer":
+            from train.templates import get_template
+
+            get_template(cfg.data.template)  # an unknown name fails here, not inside a Ray actor
+        options["template"] = cfg.data.template
+    # No data: the ingest writes and reads the embedded default sample for this stage.
     return build_train_dataset(
-        STAGE, data, tokenizer_path=cfg.model.tokenizer or cfg.model.model, cutoff_len=cfg.data.cutoff_len,
-        packing=cfg.data.packing, seed=cfg.training.seed, template=cfg.data.template, **cfg.data.data_options,
+        STAGE, cfg.data.data or None, tokenizer_path=cfg.model.tokenizer or cfg.model.model,
+        cutoff_len=cfg.data.cutoff_len, packing=cfg.data.packing, seed=cfg.training.seed, **options,
     )
 
 
