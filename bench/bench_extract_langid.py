@@ -81,24 +81,24 @@ def throughput(pages, target_pages: int, settings: dict, batch_rows: int = 64) -
         # Warm-up pass: imports, lazy caches, model load are not steady state.
         for table in iter_file(warc, {"batch_rows": batch_rows}):
             langid(extract(url_filter(table)))
+        model, cfg = langid.model, extract.config
         kept = n = 0
-        start = time.perf_counter()
+        pipeline_s = bare_s = 0.0
+        # Alternate pipeline and bare passes round by round, so that both see the same
+        # load on a shared machine instead of one of them catching a busy spell.
         for _ in range(rounds):
+            start = time.perf_counter()
             for table in iter_file(warc, {"batch_rows": batch_rows}):
                 out = langid(extract(url_filter(table)))
                 n += out.num_rows
                 kept += out.column("drop_reason").null_count
-        pipeline_s = time.perf_counter() - start
-
-        model = langid.model
-        cfg = extract.config
-        start = time.perf_counter()
-        for _ in range(rounds):
+            pipeline_s += time.perf_counter() - start
+            start = time.perf_counter()
             for _, url, html, _ in pages:
                 text = trafilatura.extract(html, url=url, favor_precision=cfg.favor_precision, fast=cfg.fast,
                                            include_comments=cfg.include_comments, include_tables=cfg.include_tables) or ""
                 model.predict([normalize_for_lid(text, 2000)], k=1)
-        bare_s = time.perf_counter() - start
+            bare_s += time.perf_counter() - start
     total = rounds * len(pages)
     return {"settings": settings, "pages": total, "kept": kept, "pipeline_pages_per_s": round(n / pipeline_s, 1),
             "bare_library_pages_per_s": round(total / bare_s, 1),
@@ -114,6 +114,7 @@ def main() -> None:
     if not (args.shared / "web").is_dir():
         sys.exit(f"needs {args.shared}/web and {args.shared}/langid (the shared data directory)")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    load_before = os.getloadavg()
     pages = load_web(args.shared)
 
     settings = {"precision": {"favor_precision": True, "fast": False},
@@ -134,7 +135,10 @@ def main() -> None:
     result = {
         "benchmark": "extract_langid",
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "note": "shared development machine (2 cores, other jobs running): timings are under load"},
+                    "load_average_1_5_15_before": [round(x, 1) for x in load_before],
+                    "load_average_1_5_15_after": [round(x, 1) for x in os.getloadavg()],
+                    "note": "shared development machine (2 cores, other jobs running): timings are under load; "
+                            "pipeline and bare passes alternate round by round so both see the same load"},
         "extraction": quality,
         "langid": lid,
         "throughput_single_core": speed,
