@@ -180,8 +180,8 @@ def _stable_id(*parts) -> str:
     return hashlib.sha1("\x1f".join(str(p) for p in parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _dropped_raw(source: str, offset: int, reason: str, url: str = "", record_id: str | None = None) -> dict:
-    return {"id": record_id or _stable_id(source, offset, reason), "url": url, "raw": b"", "source": source,
+def _dropped_raw(source: str, offset: int, reason: str, url: str = "") -> dict:
+    return {"id": _stable_id(source, offset, reason), "url": url, "raw": b"", "source": source,
             "source_offset": offset, DROP_REASON: reason, DROP_STAGE: READ_STAGE}
 
 
