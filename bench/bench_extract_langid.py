@@ -109,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--pages", type=int, default=2000, help="pages for the throughput loop (replicated)")
+    parser.add_argument("--throughput", nargs="*", default=["precision", "precision_fast"],
+                        help="extraction settings to time in the throughput loop")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "extract_langid.json")
     args = parser.parse_args()
     if not (args.shared / "web").is_dir():
@@ -128,7 +130,7 @@ def main() -> None:
     lid = langid_accuracy(args.shared)
     print("langid", {k: v for k, v in lid.items() if k != "per_language"}, flush=True)
     speed = {}
-    for name in ("precision", "precision_fast"):
+    for name in args.throughput:
         speed[name] = throughput(pages, args.pages, settings[name])
         print("throughput", name, speed[name], flush=True)
 
