@@ -63,22 +63,26 @@ def _stash_old_labels(table: pa.Table) -> pa.Table:
     return table.rename_columns([_OLD + c if c in LABEL_COLUMNS else c for c in table.column_names])
 
 
-def _row_side(table: pa.Table, cogroup: pa.Schema) -> pa.Table:
+def _row_side(table: pa.Table) -> pa.Table:
     n = table.num_rows
-    for name in (*_DECISION_COLUMNS, _SIDE):
-        table = table.append_column(name, pa.nulls(n, cogroup.field(name).type))
-    return table.select(cogroup.names).cast(cogroup)
+    for f in DECISION_SCHEMA:
+        if f.name != "id":
+            table = table.append_column(f.name, pa.nulls(n, f.type))
+    return table.append_column(_SIDE, pa.array([0] * n, pa.int8()))
 
 
-def _decision_side(table: pa.Table, cogroup: pa.Schema) -> pa.Table:
+def _decision_side(table: pa.Table, doc_columns: list[str]) -> pa.Table:
+    # Document columns as all-null arrays of type null: they promote to any type in the
+    # sort's concatenation, so this needs no knowledge of the documents' column types.
     n = table.num_rows
-    columns = {f.name: table.column(f.name) if f.name in table.column_names else pa.nulls(n, f.type)
-               for f in cogroup}
+    columns = {name: table.column(name) if name in table.column_names else pa.nulls(n) for name in doc_columns}
+    for f in DECISION_SCHEMA:
+        columns[f.name] = table.column(f.name)
     columns[_SIDE] = pa.array([1] * n, pa.int8())
-    return pa.table(columns, schema=cogroup)
+    return pa.table(columns)
 
 
-def _final_block(block: pa.Table, config: DedupConfig, schema: pa.Schema) -> pa.Table:
+def _final_block(block: pa.Table, config: DedupConfig, columns: list[str]) -> pa.Table:
     """Sorted co-group of documents and decisions -> labeled documents in the output schema."""
     is_decision = pc.fill_null(pc.equal(block.column(_SIDE), pa.scalar(1, pa.int8())), False)
     decisions = block.filter(is_decision)
@@ -92,19 +96,24 @@ def _final_block(block: pa.Table, config: DedupConfig, schema: pa.Schema) -> pa.
     active = finalize(rows.filter(pc.invert(dropped)).drop_columns(old), config)
     done = rows.filter(dropped).drop_columns(list(_DECISION_COLUMNS))
     done = pass_through(done.rename_columns([c[len(_OLD):] if c in old else c for c in done.column_names]))
-    out = pa.concat_tables([active.select(schema.names).cast(schema), done.select(schema.names).cast(schema)])
-    return out
+    out = pa.concat_tables([_conform(active, columns), _conform(done, columns)], promote_options="permissive")
+    return _conform(out, columns)
 
 
-def output_schema(input_schema: pa.Schema) -> pa.Schema:
+_OWN_FIELDS = (pa.field(DROP_REASON, pa.string()), pa.field(DROP_STAGE, pa.string()), *LABEL_FIELDS)
+
+
+def output_columns(input_names: list[str]) -> list[str]:
     """Input columns in order, then drop_reason/drop_stage and the dedup labels where missing."""
-    fields = [f.with_nullable(True) for f in input_schema]
-    for f in (pa.field(DROP_REASON, pa.string()), pa.field(DROP_STAGE, pa.string()), *LABEL_FIELDS):
-        if f.name in input_schema.names:
-            fields[input_schema.names.index(f.name)] = f
-        else:
-            fields.append(f)
-    return pa.schema(fields)
+    return list(input_names) + [f.name for f in _OWN_FIELDS if f.name not in input_names]
+
+
+def _conform(table: pa.Table, names: list[str]) -> pa.Table:
+    """Columns in output order; the columns dedup owns get their fixed types (others stay as read)."""
+    table = table.select(names)
+    for f in _OWN_FIELDS:
+        table = table.set_column(names.index(f.name), f.name, table.column(f.name).cast(f.type))
+    return table
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -147,7 +156,7 @@ def deduplicate(ds, config: DedupConfig | dict | None = None):
     from ray.data.context import ShuffleStrategy
 
     config = DedupConfig.from_any(config)
-    schema = output_schema(ds.schema().base_schema)
+    columns = output_columns(ds.schema().names)
     # Materialised: the documents are read twice (features, final co-group). The copy has its
     # own DataContext, so choosing the shuffle here leaves the caller's datasets alone.
     docs = _map(ds, _stash_old_labels).materialize()
@@ -172,19 +181,17 @@ def deduplicate(ds, config: DedupConfig | dict | None = None):
             decisions = _grouped(members, "root", blocks.decision_block).materialize()
 
     if decisions is None:
-        return _map(docs, _final_block_direct, config=config, schema=schema)
-    docs_schema = docs.schema().base_schema
-    cogroup = pa.schema([*(f.with_nullable(True) for f in docs_schema),
-                         *(f for f in DECISION_SCHEMA if f.name != "id"), pa.field(_SIDE, pa.int8())])
-    both = _map(docs, _row_side, cogroup=cogroup).union(_map(decisions, _decision_side, cogroup=cogroup))
-    return _grouped(both, "id", _final_block, config=config, schema=schema)
+        return _map(docs, _final_block_direct, config=config, columns=columns)
+    doc_columns = docs.schema().names
+    both = _map(docs, _row_side).union(_map(decisions, _decision_side, doc_columns=doc_columns))
+    return _grouped(both, "id", _final_block, config=config, columns=columns)
 
 
-def _final_block_direct(table: pa.Table, config: DedupConfig, schema: pa.Schema) -> pa.Table:
+def _final_block_direct(table: pa.Table, config: DedupConfig, columns: list[str]) -> pa.Table:
     """No duplicates anywhere: every active row is a singleton."""
     n = table.num_rows
     table = table.append_column(_SIDE, pa.nulls(n, pa.int8()))
     for f in DECISION_SCHEMA:
         if f.name != "id":
             table = table.append_column(f.name, pa.nulls(n, f.type))
-    return _final_block(table, config, schema)
+    return _final_block(table, config, columns)
