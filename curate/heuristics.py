@@ -23,8 +23,9 @@ Gopher repetition
   all line / paragraph characters. Max 0.20 / 0.20.
 - gopher_top_{2,3,4}gram_char_frac: characters covered by the most frequent word n-gram
   over all word characters; 0 when no n-gram repeats. Max 0.20 / 0.18 / 0.16.
-- gopher_dup_{5..10}gram_char_frac: characters covered by word n-grams that occur more
-  than once, over all word characters. Max 0.15 / 0.14 / 0.13 / 0.12 / 0.11 / 0.10.
+- gopher_dup_{5..10}gram_char_frac: characters covered by the repeats (every occurrence
+  after the first) of word n-grams, each character once, over all word characters.
+  Max 0.15 / 0.14 / 0.13 / 0.12 / 0.11 / 0.10.
 C4 (Raffel et al. 2020) — page-level labels; the line-level C4 cleaning is `curate.clean_lines`
 - c4_sentence_count: sentence ends ([.!?] before whitespace, or 。！？). Min 5.
 - c4_no_terminal_punct_lines_ratio: lines not ending in terminal punctuation / lines.
@@ -186,7 +187,10 @@ def ngram_char_fractions(stripped: list[str]) -> dict[str, float]:
                     frac = max(frac, _covered_chars(starts, n, lens) / total)
                 out[f"gopher_top_{n}gram_char_frac"] = frac
         else:
-            starts = np.flatnonzero(counts[inverse] > 1)
+            # Repeats only: the first occurrence of an n-gram is not a duplicate of anything.
+            first = np.full(counts.size, hashes.size, np.int64)
+            np.minimum.at(first, inverse, np.arange(hashes.size))
+            starts = np.flatnonzero(first[inverse] != np.arange(hashes.size))
             out[f"gopher_dup_{n}gram_char_frac"] = _covered_chars(starts, n, lens) / total
     return out
 

@@ -30,19 +30,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", nargs="+", help="input files, directories or globs (default: the sample crawl)")
     parser.add_argument("--output", help=f"output dataset directory (default: {DEFAULT_OUTPUT})")
-    parser.add_argument("--quality-model", help="causal LM path for perplexity labels (enables the quality stage)")
+    parser.add_argument("--quality-model", help="causal LM directory for perplexity labels, or 'tiny' for the "
+                        "project's tiny model (enables the quality stage)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
 
-    config = parse_config(load_config(args.config, args.overrides, defaults=default_config()))
+    raw = load_config(args.config, args.overrides, defaults=default_config())
+    cache = Path(raw.get("cache_dir") or os.environ.get("RAYMILL_CACHE", "~/.cache/raymill")).expanduser()
     if args.quality_model:
-        config = parse_config({**config.raw, "quality": {**(config.raw.get("quality") or {}),
-                                                         "enabled": True, "model_path": args.quality_model}})
+        raw["quality"] = {**(raw.get("quality") or {}), "enabled": True, "model_path": args.quality_model}
+    quality = raw.get("quality") or {}
+    if quality.get("enabled") and quality.get("model_path") == "tiny":
+        # curate never imports train: the job resolves the project's tiny model for it.
+        from train.tiny import tiny_model_path
+
+        quality["model_path"] = str(tiny_model_path(cache / "tiny"))
+    config = parse_config(raw)
     inputs = args.input or config.input
     if not inputs:
         from curate.sample_crawl import ensure_sample_crawl
 
-        cache = Path(config.cache_dir or os.environ.get("RAYMILL_CACHE", "~/.cache/raymill")).expanduser()
         inputs = [str(ensure_sample_crawl(cache))]
     output = args.output or config.output or DEFAULT_OUTPUT
 

@@ -68,9 +68,13 @@ def test_top_ngram_char_fraction():
 
 
 def test_duplicated_ngram_char_fraction():
-    # "a b c d e" twice = 10 characters of 15 (xx and yyy differ, so no 6-gram repeats)
+    # "a b c d e" repeated once: its second occurrence covers 5 characters of 15
+    # (xx and yyy differ, so no 6-gram repeats)
     fr = ngram_char_fractions("a b c d e xx a b c d e yyy".split())
-    assert fr["gopher_dup_5gram_char_frac"] == pytest.approx(10 / 15)
+    assert fr["gopher_dup_5gram_char_frac"] == pytest.approx(5 / 15)
+    # Overlapping repeats count each character once: "a a a a a a a" (7 words) has 5-gram
+    # repeats starting at 1 and 2, covering words 1..6.
+    assert ngram_char_fractions(["a"] * 7)["gopher_dup_5gram_char_frac"] == pytest.approx(6 / 7)
     assert fr["gopher_dup_6gram_char_frac"] == 0.0
     assert ngram_char_fractions(["one"]) == {k: 0.0 for k in ngram_char_fractions([])}
 
@@ -80,7 +84,7 @@ def test_cjk_repetition_and_null_mean_word_length():
     labels = document_labels(text, "zh")
     assert labels["gopher_word_count"] == 24  # 9 + 9 + 6 characters, punctuation is not a word
     assert labels["gopher_mean_word_length"] is None  # not meaningful for CJK
-    assert labels["gopher_dup_5gram_char_frac"] == pytest.approx(18 / 24)
+    assert labels["gopher_dup_5gram_char_frac"] == pytest.approx(9 / 24)  # the repeated sentence
     assert labels["gopher_top_4gram_char_frac"] == pytest.approx(8 / 24)
     assert labels["c4_sentence_count"] == 3  # 。 。 ！ need no following space
     assert labels["gopher_stop_words"] == 8  # 的 x4, 是 x2, 我 x2
