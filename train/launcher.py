@@ -98,7 +98,7 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
         train_loop_per_worker=workflow.train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.launch.num_workers, use_gpu=cfg.launch.use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker(cfg)}),
+                                     resources_per_worker=worker_resources(cfg)),
         run_config=RunConfig(
             name=RAY_RUN_NAME, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.save_total_limit),
@@ -119,16 +119,18 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
 DATA_PIPELINE_CPUS = 2
 
 
-def cpus_per_worker(cfg: TrainConfig) -> float:
-    """CPUs each training worker reserves. On a small machine (a 2-core laptop) reserving a
-    CPU per worker would starve the streaming ingest and deadlock, so workers reserve none
-    there (torch still uses every core; the reservation is bookkeeping only)."""
-    if cfg.launch.cpus_per_worker is not None:
-        return cfg.launch.cpus_per_worker
-    import ray
+def worker_resources(cfg: TrainConfig) -> dict:
+    """What each training worker reserves. On a small machine (a 2-core laptop) reserving a
+    CPU per worker would starve the streaming ingest and deadlock, so workers reserve no CPU
+    there (torch still uses every core; the reservation is bookkeeping only). A placement
+    bundle may not be empty, hence the token 1 MiB of memory."""
+    cpus = cfg.launch.cpus_per_worker
+    if cpus is None:
+        import ray
 
-    total = ray.cluster_resources().get("CPU", 0)
-    return 1.0 if total >= cfg.launch.num_workers + DATA_PIPELINE_CPUS else 0.0
+        total = ray.cluster_resources().get("CPU", 0)
+        cpus = 1.0 if total >= cfg.launch.num_workers + DATA_PIPELINE_CPUS else 0.0
+    return {"CPU": cpus} if cpus > 0 else {"CPU": 0, "memory": 2**20}
 
 
 def _count_rows(dataset, stats) -> int:
