@@ -20,6 +20,11 @@ import torch
 
 from train.tokenize import IGNORE_INDEX
 
+try:  # Ray >= 2.47 wants collate functions as classes; plain functions still work, with a warning.
+    from ray.data.collate_fn import NumpyBatchCollateFn as _RayCollateBase
+except ImportError:  # pragma: no cover - Ray is a dependency, but collate works without it
+    _RayCollateBase = object
+
 FIELDS = ("input_ids", "labels", "position_ids")
 
 
@@ -52,6 +57,13 @@ def flatten_collate(batch: Any) -> dict[str, torch.Tensor]:
         "labels": torch.from_numpy(labels)[None],
         "position_ids": torch.from_numpy(position_ids)[None],
     }
+
+
+class FlattenCollate(_RayCollateBase):
+    """`flatten_collate` as the collate class Ray's `iter_torch_batches(collate_fn=...)` prefers."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return flatten_collate(batch)
 
 
 def block_diagonal_mask(position_ids: torch.Tensor, valid: torch.Tensor | None = None,

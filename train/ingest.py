@@ -19,6 +19,7 @@ part, run in parallel after it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import zlib
@@ -274,6 +275,17 @@ class TokenizePack:
         return pa.table({"stats": [json.dumps(stats)]})
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_op(config: tuple) -> TokenizePack:
+    return TokenizePack(**dict(config))
+
+
+def tokenize_pack_task(batch: dict, config: tuple) -> pa.Table:
+    """Task form of TokenizePack: the tokenizer loads once per Ray worker process and is
+    reused by later tasks (and later passes) on that process."""
+    return _cached_op(config)(batch)
+
+
 def _rows_table(rows: list[dict]) -> pa.Table:
     int_list = pa.list_(pa.int32())
     return pa.table({
@@ -351,7 +363,7 @@ def build_train_dataset(stage: str, data: Any, tokenizer_path: str, cutoff_len: 
                         seed: int = 0, template: str = "chatml", *, train_on_prompt: bool = False,
                         mask_history: bool = False, registry=None, schedule=None, num_samples: int | None = None,
                         stopping: str = "first_exhausted", shuffle_buffer_size: int = 1000, pack_window: int = 1000,
-                        num_actors: int | tuple[int, int] = 1, block_rows: int = 256):
+                        num_actors: int | tuple[int, int] | None = None, block_rows: int = 256):
     """(Ray Dataset of training sequences, DataStats) for stage 'pt' or 'sft'.
 
     `data`: names/paths/specs/dicts, with weights (see `resolve_data`); None = the
@@ -359,7 +371,9 @@ def build_train_dataset(stage: str, data: Any, tokenizer_path: str, cutoff_len: 
     blocks of `cutoff_len`. sft: conversations are masked and, with `packing`, bin-packed
     by best-fit decreasing over windows of `pack_window` examples into sequences of at
     most `cutoff_len`. `schedule` (list of {until, weights}) with `num_samples` gives a
-    staged mix; weights are records drawn per source."""
+    staged mix; weights are records drawn per source. `num_actors`: None runs tokenization as
+    Ray tasks (tokenizer cached per worker process, scales with free CPUs); an int or a
+    (min, max) pair uses an actor pool of that size instead."""
     import ray.data
 
     if stage not in STAGES:
@@ -376,15 +390,17 @@ def build_train_dataset(stage: str, data: Any, tokenizer_path: str, cutoff_len: 
         schedule = MixSchedule(schedule)
     records = records_dataset(specs, [w.weight for w in weighted], seed, schedule, num_samples, stopping,
                               shuffle_buffer_size, block_rows)
-    compute = ray.data.ActorPoolStrategy(size=num_actors) if isinstance(num_actors, int) else \
-        ray.data.ActorPoolStrategy(min_size=num_actors[0], max_size=num_actors[1])
-
     def make(emit: str):
-        ds = records.map_batches(
-            TokenizePack, batch_size=pack_window, batch_format="numpy", zero_copy_batch=False, compute=compute,
-            fn_constructor_kwargs=dict(tokenizer_path=str(tokenizer_path), stage=stage, template=template,
-                                       cutoff_len=cutoff_len, packing=packing, seed=seed,
-                                       train_on_prompt=train_on_prompt, mask_history=mask_history, emit=emit))
+        config = dict(tokenizer_path=str(tokenizer_path), stage=stage, template=template, cutoff_len=cutoff_len,
+                      packing=packing, seed=seed, train_on_prompt=train_on_prompt, mask_history=mask_history,
+                      emit=emit)
+        common = dict(batch_size=pack_window, batch_format="numpy", zero_copy_batch=False)
+        if num_actors is None:
+            ds = records.map_batches(tokenize_pack_task, fn_kwargs={"config": tuple(sorted(config.items()))}, **common)
+        else:
+            compute = ray.data.ActorPoolStrategy(size=num_actors) if isinstance(num_actors, int) else \
+                ray.data.ActorPoolStrategy(min_size=num_actors[0], max_size=num_actors[1])
+            ds = records.map_batches(TokenizePack, compute=compute, fn_constructor_kwargs=config, **common)
         return _ordered(ds)
 
     return make("train"), DataStats(_make=make)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from train.collate import flatten_collate
+from train.collate import FlattenCollate, flatten_collate
 from train.ingest import build_train_dataset
 from train.tokenize import IGNORE_INDEX
 
@@ -47,6 +47,7 @@ def _build(sft_file, tiny_model_dir, **kwargs):
 def test_sft_packed_rows_and_counted_drops(ray_session, sft_file, tiny_model_dir):
     ds, stats = _build(sft_file, tiny_model_dir)
     rows = ds.take_all()
+    assert flatten_collate(rows[:3])["input_ids"].shape[1] == sum(len(r["input_ids"]) for r in rows[:3])
     assert sum(r["num_examples"] for r in rows) == len(GOOD)  # every good example, each in one pack
     for r in rows:
         ids, labels, pos = list(r["input_ids"]), list(r["labels"]), list(r["position_ids"])
@@ -72,13 +73,14 @@ def test_deterministic_given_seed(ray_session, sft_file, tiny_model_dir):
 
 def test_ray_train_like_shards(ray_session, sft_file, tiny_model_dir):
     """Two consumers of `streaming_split` (what Ray Train's get_dataset_shard hands each
-    worker) iterate torch batches through flatten_collate at the same time."""
-    ds, _ = _build(sft_file, tiny_model_dir)
+    worker) iterate torch batches through flatten_collate at the same time; tokenization
+    runs in an actor pool here (the default is Ray tasks)."""
+    ds, _ = _build(sft_file, tiny_model_dir, num_actors=1)
     shards = ds.streaming_split(2, equal=False)
     seen: list[list] = [[], []]
 
     def consume(rank: int) -> None:
-        for batch in shards[rank].iter_torch_batches(batch_size=2, collate_fn=flatten_collate):
+        for batch in shards[rank].iter_torch_batches(batch_size=2, collate_fn=FlattenCollate()):
             assert set(batch) == {"input_ids", "labels", "position_ids"} and batch["input_ids"].shape[0] == 1
             seen[rank].append(int((batch["position_ids"] == 0).sum()))
 
