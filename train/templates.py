@@ -290,16 +290,29 @@ class DefaultTemplate(Template):
 class TokenizerTemplate(Template):
     """The tokenizer's own chat template. Assistant spans come from rendering prefixes:
     the text the template adds between `messages[:i]` + generation prompt and
-    `messages[:i+1]` is turn i's reply; it ends at the first special token after the reply
-    (the template's stop), or gets the EOS token appended when the template has none."""
+    `messages[:i+1]` is turn i's reply. The reply ends with the template's stop string,
+    found once by rendering a probe reply and taking the first special token after it;
+    a template that closes no turn gets the EOS token appended to every reply."""
+
+    _PROBE = "raymill probe reply"
 
     def __init__(self, tokenizer):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("template 'tokenizer' needs a tokenizer with a chat_template")
         super().__init__(name="tokenizer", stop=None, supports_tools=True)
         object.__setattr__(self, "tokenizer", tokenizer)
-        specials = set(tokenizer.all_special_tokens) | {str(t) for t in tokenizer.get_added_vocab()}
-        object.__setattr__(self, "specials", sorted(specials, key=len, reverse=True))
+        object.__setattr__(self, "stop", self._find_stop())
+
+    def _find_stop(self) -> str | None:
+        specials = set(self.tokenizer.all_special_tokens) | {str(t) for t in self.tokenizer.get_added_vocab()}
+        probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": self._PROBE}]
+        text = self._apply(probe, [], False)
+        after = text.rfind(self._PROBE)
+        if after < 0:
+            raise ValueError("the tokenizer's chat template does not render assistant replies verbatim")
+        after += len(self._PROBE)
+        found = [(text.find(tok, after), tok) for tok in specials if text.find(tok, after) >= 0]
+        return min(found)[1] if found else None
 
     def render(self, messages, system=None, tools=None, eos_token=None):
         return self._segments(list(messages), system, parse_tools(tools), eos_token or self.tokenizer.eos_token)
@@ -318,16 +331,6 @@ class TokenizerTemplate(Template):
         return self.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
                                                   add_generation_prompt=generation_prompt)
 
-    def _stop_end(self, span: str, reply: str) -> int | None:
-        """Index just after the first special token that follows the reply inside `span`."""
-        start = span.rfind(reply) + len(reply) if reply and reply in span else 0
-        best = None
-        for tok in self.specials:
-            at = span.find(tok, start)
-            if at >= 0 and (best is None or at + len(tok) < best):
-                best = at + len(tok)
-        return best
-
     def _segments(self, messages, system, tools, eos_token):
         hf = self._hf_messages(messages, system)
         offset = 1 if system else 0
@@ -343,8 +346,13 @@ class TokenizerTemplate(Template):
                 raise TemplateError("template_prefix_mismatch",
                                     "the tokenizer's chat template renders earlier turns differently later on")
             span = through[len(before):]
-            end = self._stop_end(span, _content(m).strip())
-            b.prompt(full[cursor:len(before)])
+            # A template that ignores add_generation_prompt renders the reply's header (e.g.
+            # "assistant: ") inside the span: everything before the reply text is prompt.
+            reply = _content(m).strip()
+            start = span.find(reply) if reply and reply in span else 0
+            b.prompt(full[cursor:len(before)] + span[:start])
+            span = span[start:]
+            end = span.rfind(self.stop) + len(self.stop) if self.stop and self.stop in span else None
             if end is None:
                 b.answer(span.rstrip() + eos_token)
                 b.prompt(span[len(span.rstrip()):])

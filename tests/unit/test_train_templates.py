@@ -195,3 +195,15 @@ def test_generation_prompt():
     assert get_template("chatml").render_generation_prompt(CONV[:1]) == "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
     assert get_template("llama3").render_generation_prompt(CONV[:1]).endswith(
         "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_tokenizer_template_without_turn_end_gets_eos(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
+    template = get_template("tokenizer", tok)
+    assert template.stop is None
+    segments = template.render(CONV, SYSTEM)
+    assert [s.text for s in segments if s.is_assistant] == ["Hello!<|endoftext|>", "2 plus 3 is 5.<|endoftext|>"]
+    assert segments[0].text == "system: Be brief.\nuser: Hi there\nassistant: "
