@@ -24,6 +24,14 @@ class CheckpointMismatch(ValueError):
     pass
 
 
+def table_from_dicts(rows: list[dict]) -> pa.Table:
+    """Rows with different keys as one table: pyarrow would infer the columns from the first row only."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    return pa.table({n: [row.get(n) for row in rows] for n in names})
+
+
 class RoundCheckpoint:
     def __init__(self, directory: str | Path, fingerprint: dict[str, Any]):
         self.directory = Path(directory)
@@ -51,7 +59,7 @@ class RoundCheckpoint:
         for name, rows in shards.items():
             file = f"{name}-{round_index:05d}.parquet"
             tmp = self.directory / f".{file}.tmp-{os.getpid()}"
-            pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({}), tmp)
+            pq.write_table(table_from_dicts(rows), tmp)
             tmp.replace(self.directory / file)
             names[name] = file
         self.rounds.append({"round": round_index, "shards": names, **info})

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from schemas.dataset_io import atomic_output_dir, write_json, write_parquet
 from schemas.funnel import StageCount, write_accounting
 from schemas.validate import table_from_rows
+from synth.checkpoint import table_from_dicts
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def dropped_table(rows: list[dict]) -> pa.Table:
         for name in DROPPED_REQUIRED:
             if row.get(name) is None:
                 raise ValueError(f"dropped row {i} (id={row.get('id')!r}): field {name!r} is missing")
-    return pa.Table.from_pylist(rows)
+    return table_from_dicts(rows)
 
 
 def write_dataset(output: str | Path, kind: str, rows: list[dict], dropped: list[dict], stages: list[StageCount],
