@@ -40,6 +40,7 @@ class DataArguments:
     cutoff_len: int = 512
     packing: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)  # passed through to the ingest builder
+    collect_data_stats: bool = True  # one extra pass over the stream for data_stats.json (kept/dropped counts)
 
 
 @dataclass

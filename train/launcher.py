@@ -112,6 +112,8 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
         write_run_outputs(run_dir, cfg, stats, max_steps, metrics=None, checkpoint=None, error=str(exc))
         raise TrainingRunError(f"training failed: {_root_cause(exc)}") from exc
     checkpoint = result.checkpoint.path if result.checkpoint else None
+    if cfg.data.collect_data_stats and hasattr(stats, "collect") and not getattr(stats, "collected", True):
+        stats.collect()  # max_steps was given, so the stream was never counted: count it now for the record
     return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
 
 
