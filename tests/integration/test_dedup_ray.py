@@ -58,13 +58,15 @@ def _sorted_rows(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: r["id"])
 
 
-def test_ray_matches_reference_for_any_block_layout(ray_session):
+def test_ray_matches_reference_for_any_workers_and_blocks(ray_session):
     table = corpus()
     config = {"keep": "best:quality"}
     expected = _sorted_rows(deduplicate_table(table, config).to_pylist())
     results = []
-    for blocks in (1, 5):
+    # One worker on one block, then two workers on five blocks: the output must not change.
+    for workers, blocks in ((1, 1), (2, 5)):
         ds = ray_session.data.from_items(table.to_pylist(), override_num_blocks=blocks)
+        ds.context.execution_options.resource_limits = ray_session.data.ExecutionResources(cpu=workers)
         results.append(_sorted_rows(deduplicate(ds, config).take_all()))
     assert results[0] == results[1] == expected
     rows = {r["id"]: r for r in results[0]}

@@ -62,6 +62,24 @@ def test_near_duplicates_at_known_jaccard():
     assert out["far"]["drop_reason"] is None and out["far"]["dup_cluster_size"] == 1
 
 
+def test_threshold_splits_pairs_just_above_and_below_it():
+    # Every replaced word (5+ apart) removes 5 of the ~296 shingles: 5 edits ~0.85, 9 edits ~0.74.
+    base = words(8)
+    def spaced(changes, seed):
+        rng = random.Random(seed)
+        out = list(base)
+        for pos in rng.sample(range(0, len(base), 6), changes):
+            out[pos] = f"zz{rng.randint(0, 10**9)}"
+        return " ".join(out)
+    texts = {"a-orig": " ".join(base), "b-above": spaced(5, 1), "c-below": spaced(9, 2)}
+    assert 0.82 <= jaccard(texts["a-orig"], texts["b-above"]) <= 0.88
+    assert 0.70 <= jaccard(texts["a-orig"], texts["c-below"]) <= 0.78
+    out = by_id(deduplicate_table(table(texts), {"keep": "first_id", "threshold": 0.8}))
+    assert out["b-above"]["duplicate_of"] == "a-orig" and out["b-above"]["drop_reason"] == NEAR_DUPLICATE
+    assert out["a-orig"]["drop_reason"] is None and out["a-orig"]["dup_cluster_size"] == 2
+    assert out["c-below"]["drop_reason"] is None and out["c-below"]["dup_cluster_size"] == 1
+
+
 def test_chain_gives_one_cluster_even_when_ends_differ():
     base = words(4, 400)
     a = base
