@@ -92,11 +92,13 @@ def test_deepspeed_two_workers_match_single_process(ray_session, tiny_model_dir,
 
 
 class CrashAt(TrainerCallback):
+    """Crash right after step `step` is logged (on_step_end would come before the step's log)."""
+
     def __init__(self, step):
         self.step = step
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step and logs and "loss" in logs:
             raise RuntimeError(f"simulated crash at step {self.step}")
 
 
