@@ -373,7 +373,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             "job": "curate",
             "inputs": [str(i) for i in inputs] if isinstance(inputs, (list, tuple)) else str(inputs),
             "input_family": family,
-            "started_at": started,
+            "started": _iso(started),
+            "finished": _iso(time.time()),
             "wall_seconds": round(time.perf_counter() - t0, 3),
             # Stage seconds are measured inside the per-row stages; reading and the global
             # dedup stage run as Ray Data operators and are not timed one by one.
@@ -388,6 +389,12 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
     return {"output": str(Path(output_dir).resolve()), "rows_in": total, "kept": kept, "dropped": total - kept,
             "dropped_by_stage": {c.stage: sum(c.dropped.values()) for c in counts},
             "wall_seconds": run["wall_seconds"]}
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_card(directory: Path, run: dict, counts: list[StageCount]) -> None:
