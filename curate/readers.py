@@ -61,7 +61,9 @@ _DROP_FIELDS = [
 ]
 RAW_SCHEMA = pa.schema(list(RAW_PAGE.schema) + _DROP_FIELDS, metadata=RAW_PAGE.schema.metadata)
 DOCUMENT_READ_SCHEMA = pa.schema(
-    [DOCUMENT.field(n) for n in ("id", "text", "url", "source", "raw_id", "fetch_time")] + _DROP_FIELDS,
+    [DOCUMENT.field(n) for n in ("id", "text", "url", "source", "raw_id", "fetch_time")] + _DROP_FIELDS
+    + [pa.field("charset_used", pa.string(), nullable=True,
+                metadata={"doc": "'utf-8-replace' when invalid UTF-8 bytes became U+FFFD, as for extracted pages."})],
     metadata=DOCUMENT.schema.metadata,
 )
 
@@ -337,7 +339,13 @@ def _jsonl_rows(path: Path, cfg: ReadConfig) -> Iterator[dict]:
 def _jsonl_row(line: bytes, source: str, lineno: int) -> dict:
     base = {"id": _stable_id(source, lineno), "text": "", "url": None, "source": source}
     try:
-        obj = json.loads(line.decode("utf-8", errors="replace"))
+        decoded, charset = line.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        # Keep the line: a stray invalid byte should not cost a document, but say so in a
+        # label (rules can drop on it), as extraction does for pages.
+        decoded, charset = line.decode("utf-8", errors="replace"), "utf-8-replace"
+    try:
+        obj = json.loads(decoded)
     except ValueError:
         return {**base, DROP_REASON: "invalid_json", DROP_STAGE: READ_STAGE}
     if not isinstance(obj, dict):
@@ -348,11 +356,12 @@ def _jsonl_row(line: bytes, source: str, lineno: int) -> dict:
     doc_id = obj.get("id")
     url = obj.get("url")
     return {"id": str(doc_id) if doc_id is not None else base["id"], "text": text,
-            "url": url if isinstance(url, str) else None, "source": source, DROP_REASON: None, DROP_STAGE: None}
+            "url": url if isinstance(url, str) else None, "source": source, DROP_REASON: None, DROP_STAGE: None,
+            "charset_used": charset}
 
 
-def _parquet_tables(path: Path, cfg: ReadConfig) -> Iterator[pa.Table]:
-    source = str(path)
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    """The file's footer, checked: readable Parquet with a `text` column, else InputError."""
     _open_checked(path).close()
     try:
         pf = pq.ParquetFile(path)
@@ -361,6 +370,23 @@ def _parquet_tables(path: Path, cfg: ReadConfig) -> Iterator[pa.Table]:
     names = pf.schema_arrow.names
     if "text" not in names:
         raise InputError(f"{path}: Parquet input has no 'text' column (columns: {names})")
+    return pf
+
+
+def check_inputs(files: list[Path]) -> None:
+    """Open every input once in the driver so an unreadable file fails the job before any
+    work, with an error naming it (Parquet: footer and `text` column too; cheap, no rows read)."""
+    for f in files:
+        if input_format(f) == "parquet":
+            _open_parquet(f)
+        else:
+            _open_checked(f).close()
+
+
+def _parquet_tables(path: Path, cfg: ReadConfig) -> Iterator[pa.Table]:
+    source = str(path)
+    pf = _open_parquet(path)
+    names = pf.schema_arrow.names
     columns = [c for c in ("id", "text", "url") if c in names]
     row_base = 0
     for batch in pf.iter_batches(batch_size=cfg.batch_rows, columns=columns):
@@ -381,7 +407,7 @@ def _parquet_tables(path: Path, cfg: ReadConfig) -> Iterator[pa.Table]:
         yield pa.Table.from_arrays(
             [pa.array(ids, pa.string()), texts.fill_null(""), urls, pa.array([source] * n, pa.string()),
              pa.nulls(n, pa.string()), pa.nulls(n, DOCUMENT.field("fetch_time").type), reasons, stages,
-             pa.nulls(n, pa.string())],
+             pa.nulls(n, pa.string()), pa.array(["utf-8"] * n, pa.string())],  # Arrow strings are valid UTF-8
             schema=DOCUMENT_READ_SCHEMA)
         row_base += n
 
@@ -440,6 +466,7 @@ def read_inputs(paths, config: ReadConfig | dict | None = None):
 
     files = expand_inputs(paths)
     family = _check_one_family(files)
+    check_inputs(files)
     cfg = config if isinstance(config, ReadConfig) else ReadConfig.from_dict(config)
     items = [{"path": str(f)} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))

@@ -26,6 +26,7 @@ from jobs.common import add_config_arguments, init_ray, load_config, run_main  #
 def main(argv: list[str] | None = None) -> dict:
     from curate.config import default_config, parse_config
     from curate.pipeline import DEFAULT_OUTPUT, run_curate
+    from curate.readers import InputError, check_inputs, expand_inputs
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", nargs="+", help="input files, directories or globs (default: the sample crawl)")
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         inputs = [str(ensure_sample_crawl(cache))]
     output = args.output or config.output or DEFAULT_OUTPUT
+    try:
+        # Missing, unreadable or unknown-format inputs fail here, before Ray starts, as
+        # one line naming the file (run_main prints ValueErrors without a traceback).
+        check_inputs(expand_inputs(inputs))
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
     init_ray(config.runtime.num_cpus)
     summary = run_curate(config, inputs, output)

@@ -4,17 +4,20 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import random
 import re
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from curate.config import merge_config, parse_config
 from curate.pipeline import run_curate
-from curate.sample_crawl import WarcRecord, ensure_sample_crawl, write_warc
+from curate.sample_crawl import WarcRecord, ensure_sample_crawl, paragraphs, write_warc
 from schemas.dataset_io import is_complete, read_parquet_dir
 from schemas.funnel import read_accounting
 
@@ -93,6 +96,30 @@ def test_failing_job_leaves_no_output(tmp_path, ray_session):
         run_curate(config, [str(crawl)], out, write_card=False)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary left behind
+
+
+def test_unreadable_input_fails_naming_the_file(tmp_path, ray_session):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pq.write_table(pa.table({"text": ["a fine document"]}), inputs / "good.parquet")
+    (inputs / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="broken.parquet: not a readable Parquet file"):
+        run_curate(parse_config(merge_config({"dedup": {"enabled": False}})), [str(inputs)], out, write_card=False)
+    assert not out.exists()
+
+
+def test_jsonl_documents_skip_extraction_and_count_bad_lines(tmp_path, ray_session):
+    rng = random.Random(7)
+    good = [json.dumps({"id": f"d{i}", "text": "\n".join(paragraphs(rng, "en", 4))}) for i in range(6)]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(good + ["{oops", json.dumps({"id": "x", "title": "no text"})]) + "\n")
+    summary = run_curate(parse_config(merge_config({"dedup": {"enabled": False}})), [str(path)], tmp_path / "out",
+                         write_card=False)
+    stages = {s.stage: s for s in read_accounting(tmp_path / "out")[0]}
+    assert "extract" not in stages and summary["rows_in"] == 8
+    assert stages["read"].dropped == {"invalid_json": 1, "missing_text": 1}
+    assert summary["kept"] == 6
 
 
 def _f1(pred: str, gold: str) -> float:

@@ -169,3 +169,19 @@ def test_extraction_quality_on_shared_pages(shared_data):
     scores = [token_f1(r["text"], truth[k]["articleBody"]) for r, k in zip(out, keys)]
     assert sum(scores) / len(scores) >= 0.9, scores
     assert token_f1("a b c", "a b c") == 1.0 and token_f1("a", "b") == 0.0
+
+
+def test_bad_records_through_the_warc_reader(tmp_path):
+    # The same bad inputs as they arrive in a crawl: each is one row with a counted reason.
+    path = write_warc(tmp_path / "bad.warc.gz", [
+        WarcRecord("https://a.example/empty", b""),
+        WarcRecord("https://a.example/png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 16),
+        WarcRecord("https://a.example/noise", bytes((i * 7919) % 256 for i in range(8192))),
+        WarcRecord("https://a.example/bad-utf8", page().encode().replace(b"ferry", b"fe\xff\xferry", 1)),
+        WarcRecord("https://a.example/latin1", page("<p>" + "Grüße aus Köln, schöne Straßen. " * 12 + "</p>")
+                   .encode("latin-1"), content_type="text/html; charset=utf-8"),
+    ])
+    out = ExtractStage()(pa.concat_tables(list(iter_file(path)))).to_pylist()
+    assert [r["drop_reason"] for r in out] == ["empty_body", "binary_content", "binary_content", None, None]
+    assert out[3]["charset_used"] == "utf-8-replace" and "harbour committee" in out[3]["text"]
+    assert "Grüße aus Köln" in out[4]["text"]

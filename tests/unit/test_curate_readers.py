@@ -189,3 +189,41 @@ def test_http_content_encoding_is_decoded_and_bad_encoding_does_not_crash(tmp_pa
     out = rows(path)
     assert out[0]["raw"] == HTML and out[0]["drop_reason"] is None
     assert len(out) == 2 and out[1]["drop_reason"] in (None, "bad_content_encoding")
+
+
+def test_truncated_jsonl_gzip_keeps_read_lines_and_counts_the_tail(tmp_path):
+    lines = [json.dumps({"id": f"d{i}", "text": f"document number {i} " * 20}) for i in range(200)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    path = tmp_path / "docs.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    out = rows(path)
+    good = [r for r in out if r["drop_reason"] is None]
+    assert 0 < len(good) < 200 and [r["drop_reason"] for r in out[len(good):]] == ["corrupt_gzip"]
+    assert [r["id"] for r in good] == [f"d{i}" for i in range(len(good))]  # no line lost or garbled before the cut
+    assert "docs.jsonl.gz" in out[-1]["read_error"] and f"after line {len(good)}" in out[-1]["read_error"]
+
+
+def test_jsonl_invalid_utf8_is_kept_and_labelled(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "caf\xe9 au lait"}\n'
+                     b'{"id": "b", "text": "plain"}\n'
+                     b'\xff\xfe{"id": "c", "text": "bytes before the object"}\n')
+    out = rows(path)
+    assert [r["drop_reason"] for r in out] == [None, None, "invalid_json"]
+    assert out[0]["text"] == "caf\ufffd au lait" and out[0]["charset_used"] == "utf-8-replace"
+    assert out[1]["charset_used"] == "utf-8"
+
+
+def test_corrupt_parquet_and_empty_files(tmp_path):
+    from curate.readers import check_inputs
+
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not a parquet footer")
+    with pytest.raises(InputError, match="broken.parquet: not a readable Parquet file"):
+        list(iter_file(bad))
+    with pytest.raises(InputError, match="broken.parquet"):
+        check_inputs(expand_inputs(tmp_path))  # the driver-side check the job runs before Ray
+    # Empty files hold no records: no rows, no error.
+    for name in ("empty.warc.gz", "empty.warc", "empty.jsonl"):
+        (tmp_path / name).write_bytes(b"")
+        assert list(iter_file(tmp_path / name)) == []
