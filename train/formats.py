@@ -30,6 +30,7 @@ from train.tokenize import Drop
 FORMATS = ("sft", "alpaca", "sharegpt", "preference", "text")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 REGISTRY_ENV = "RAYMILL_DATASETS"
+DATASET_DATA_DIR = "data"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class DatasetSpec:
             raise FileNotFoundError(f"dataset {self.name!r}: {path} does not exist")
         if path.is_file():
             return [path]
+        if (path / DATASET_DATA_DIR).is_dir():
+            # A raymill dataset directory (curate/synth output): data/ holds the kept rows;
+            # dropped/, accounting.json and card/ beside it are reports, not training data.
+            path = path / DATASET_DATA_DIR
         root = path / self.split if self.split and (path / self.split).is_dir() else path
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in FILE_SUFFIXES
                        and not p.name.startswith((".", "_")))

@@ -171,8 +171,9 @@ def _sft_view(record: dict, kind: str) -> dict:
 
 
 class TokenizePack:
-    """Actor: records -> packed training rows (`emit="train"`), drop rows (`"drops"`), or
-    one counters row per batch (`"stats"`). Loads the tokenizer once, in __init__."""
+    """Actor: records -> packed training rows (`emit="train"`), drop rows (`"drops"`),
+    one counters row per batch (`"stats"`), or one summary row per record (`"card"`).
+    Loads the tokenizer once, in __init__."""
 
     def __init__(self, tokenizer_path: str, stage: str, template: str, cutoff_len: int, packing: bool, seed: int,
                  train_on_prompt: bool = False, mask_history: bool = False, emit: str = "train"):
@@ -239,6 +240,8 @@ class TokenizePack:
                 "drop_reason": pa.array([r for _, r, _ in drops], pa.string()),
                 "drop_detail": pa.array([d for _, _, d in drops], pa.string()),
             })
+        if self.emit == "card":
+            return self._card_rows(batch, kept_idx, encoded, drops)
         rows = self._pack(good, batch)
         if self.emit == "stats":
             return self._stats_row(n, good, drops, rows)
@@ -260,6 +263,28 @@ class TokenizePack:
         random.Random(self.seed * 1_000_003 + key).shuffle(bins)
         return [dict(make_pack([good[i] for i in b]), num_examples=len(b),
                      num_truncated=sum(int(good[i].truncated) for i in b)) for b in bins]
+
+    def _card_rows(self, batch: dict, kept_idx: list[int], encoded: list, drops: list) -> pa.Table:
+        """One row per input record for the training set's card: kept examples with token
+        counts, dropped records with reason and detail. No text: the card is a report."""
+        rows = []
+        for i, ex in zip(kept_idx, encoded):
+            if isinstance(ex, Drop):
+                continue
+            ids = ex.input_ids if isinstance(ex, EncodedExample) else ex
+            labels = sum(1 for x in ex.labels if x != IGNORE_INDEX) if isinstance(ex, EncodedExample) else len(ids)
+            rows.append((i, len(ids), labels, bool(getattr(ex, "truncated", False)), None, None))
+        rows += [(i, None, None, None, reason, detail) for i, reason, detail in drops]
+        rows.sort(key=lambda r: r[0])
+        return pa.table({
+            "id": pa.array([batch["id"][r[0]] for r in rows], pa.string()),
+            "source": pa.array([batch["source"][r[0]] for r in rows], pa.string()),
+            "tokens": pa.array([r[1] for r in rows], pa.int32()),
+            "label_tokens": pa.array([r[2] for r in rows], pa.int32()),
+            "truncated": pa.array([r[3] for r in rows], pa.bool_()),
+            "drop_reason": pa.array([r[4] for r in rows], pa.string()),
+            "drop_detail": pa.array([r[5] for r in rows], pa.string()),
+        })
 
     def _stats_row(self, n: int, good: list, drops: list, rows: list[dict]) -> pa.Table:
         stats = {
@@ -340,6 +365,11 @@ class DataStats:
         self.collected = True
         return self
 
+    def card_dataset(self):
+        """One row per input record (id, source, tokens, label_tokens, truncated, drop_reason,
+        drop_detail) as a lazy Ray Dataset: what train.data_card summarises."""
+        return self._make("card")
+
     def drops_dataset(self):
         """The dropped rows (id, source, drop_reason, drop_detail) as a lazy Ray Dataset."""
         return self._make("drops")
@@ -350,12 +380,11 @@ class DataStats:
                 "tokens": self.tokens, "label_tokens": self.label_tokens, "slots": self.slots,
                 "packing_efficiency": round(self.packing_efficiency, 4)}
 
-    def card_rows(self) -> list[dict[str, Any]]:
-        """One row per drop reason plus the totals, for the training run's data card."""
-        rows = [{"metric": "drop", "reason": r, "count": c} for r, c in self.drops.items()]
-        rows += [{"metric": k, "reason": None, "count": v} for k, v in self.as_dict().items()
-                 if isinstance(v, int)]
-        return rows
+    def funnel(self) -> list:
+        """The ingest as one funnel stage for the data card: records in, examples kept, drops."""
+        from schemas.funnel import StageCount
+
+        return [StageCount(stage="train_ingest", rows_in=self.records, kept=self.examples, dropped=dict(self.drops))]
 
 
 # ---------------------------------------------------------------- the whole path

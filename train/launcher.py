@@ -3,6 +3,7 @@
 Run directory (`launch.output`):
   train_config.yaml    the effective flat config
   data_stats.json      what the ingest kept and dropped (and data_cards/ copied from the inputs)
+  train_data/          the training set as this run saw it (one row per record) and its card/
   ray/                 Ray Train storage: checkpoint_* (each holds checkpoint/ = a HF checkpoint)
   hf/rank<i>/          each worker's local HF checkpoints before Ray persists them
   metrics.jsonl, loss.png, lr.png, tensorboard/, model/ (final weights or LoRA adapters),
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from train.args import TrainConfig, TrainConfigError
+from train.data_card import try_write_training_card
 from train.model_loading import check_dtype, resolve_model_path
 from train.run_outputs import copy_data_cards, write_run_outputs
 from train.stages import get_workflow
@@ -38,7 +40,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
         if not cfg.launch.overwrite_output:
             raise TrainConfigError(f"{run_dir} already holds a run; pass --resume to continue it or "
                                    "overwrite_output=true to start over")
-        for name in (RAY_RUN_NAME, "hf", "tensorboard", "model", "metrics.jsonl"):
+        for name in (RAY_RUN_NAME, "hf", "tensorboard", "model", "metrics.jsonl", "train_data"):
             target = run_dir / name
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +114,10 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
         write_run_outputs(run_dir, cfg, stats, max_steps, metrics=None, checkpoint=None, error=str(exc))
         raise TrainingRunError(f"training failed: {_root_cause(exc)}") from exc
     checkpoint = result.checkpoint.path if result.checkpoint else None
-    if cfg.data.collect_data_stats and hasattr(stats, "collect") and not getattr(stats, "collected", True):
-        stats.collect()  # max_steps was given, so the stream was never counted: count it now for the record
+    if cfg.data.collect_data_stats:
+        if hasattr(stats, "collect") and not getattr(stats, "collected", True):
+            stats.collect()  # max_steps was given, so the stream was never counted: count it now for the record
+        try_write_training_card(run_dir, cfg, stats)
     return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
 
 

@@ -96,7 +96,8 @@ def write_run_outputs(run_dir: Path, cfg, stats: Any, max_steps: int, metrics: d
         "stage": cfg.launch.stage, "finetuning_type": cfg.finetuning.finetuning_type, "max_steps": max_steps,
         "final_metrics": metrics, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "latest_checkpoint": checkpoint, "model_dir": str(run_dir / "model") if (run_dir / "model").exists() else None,
-        "plots": plots, "error": error,
+        "plots": plots, "data_card": str(run_dir / "train_data" / "card") if (run_dir / "train_data" / "card").is_dir()
+        else None, "error": error,
     }
     write_json(summary, run_dir / "run_summary.json")
     return summary

@@ -42,6 +42,11 @@ def _check_common(summary, run_dir):
     assert stats["rows_in"] == len(PAIRS)
     assert stats["dropped"] == {"identical_responses": 1, "empty_response": 1, "prompt_exceeds_cutoff": 1}
     assert stats["train_pairs"] + stats["eval_pairs"] == 48 and stats["eval_pairs"] > 0
+    from schemas.card import read_card
+
+    card = read_card(run_dir / "train_data" / "card" / "card.arrow")
+    assert (card.rows_kept, card.rows_dropped) == (48, 3)
+    assert {d["reason"] for d in card.table("drops").to_pylist()} == set(stats["dropped"])
     return json.loads((run_dir / "eval_metrics.json").read_text())
 
 

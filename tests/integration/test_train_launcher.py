@@ -40,6 +40,12 @@ def test_sft_run_on_ray_with_real_ingest_writes_every_output(ray_session, tiny_m
     assert summary["latest_checkpoint"] and (Path(summary["latest_checkpoint"]) / "checkpoint" / "trainer_state.json").is_file()
     stats = json.loads((run / "data_stats.json").read_text())
     assert stats["records"] == 24 and stats["dropped"] + stats["examples"] == 24
+    # the training set's own card: one row per record, kept/dropped as the stats count them
+    from schemas.card import read_card
+
+    card = read_card(run / "train_data" / "card" / "card.arrow")
+    assert (card.rows_kept, card.rows_dropped) == (stats["examples"], stats["dropped"])
+    assert summary["data_card"] == str(run / "train_data" / "card") and (run / "train_data" / "card" / "card.md").is_file()
     steps = logged(run)
     assert sorted(steps) == list(range(1, 17))
     assert steps[16]["loss"] < steps[1]["loss"]

@@ -81,3 +81,22 @@ def test_parquet_and_directory_with_split(tmp_path):
     _jsonl(tmp_path / "test.jsonl", [{"text": "z"}])
     spec = load_dataset_spec({"name": "d", "path": str(tmp_path), "format": "text", "split": "train"})
     assert [r["text"] for r in iter_raw_rows(spec)] == ["a", "b"]
+
+
+def test_raymill_dataset_directory_reads_only_kept_rows(tmp_path):
+    """A curate/synth output directory: data/ is the dataset; dropped/, accounting.json and
+    card/ beside it must not be read as training rows (nor sniffed for the format)."""
+    from schemas.funnel import StageCount, write_accounting
+
+    kept = [{"id": "k1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "dropped").mkdir()
+    (tmp_path / "card").mkdir()
+    _jsonl(tmp_path / "data" / "part-0.jsonl", kept)
+    pq.write_table(pa.table({"id": ["d1"], "text": ["bad"], "drop_reason": ["r"], "drop_stage": ["s"]}),
+                   tmp_path / "dropped" / "part-0.parquet")
+    (tmp_path / "card" / "summary.json").write_text("{}", encoding="utf-8")
+    write_accounting(tmp_path, [StageCount(stage="gen", rows_in=2, kept=1, dropped={"r": 1})], {"job": "t"})
+    spec = load_dataset_spec(str(tmp_path))
+    assert spec.format == "sft" and spec.files() == [tmp_path / "data" / "part-0.jsonl"]
+    assert [r["id"] for r in iter_raw_rows(spec)] == ["k1"]

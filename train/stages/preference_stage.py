@@ -153,6 +153,34 @@ def toy_data_path() -> str:
     return str(path)
 
 
+def pair_card_rows(table: pa.Table) -> pa.Table:
+    """Per pair, for the training data card: id, split, token counts and the drop reason (no text)."""
+    import pyarrow.compute as pc
+
+    def length(name: str) -> pa.Array:
+        return pc.list_value_length(table.column(name)).cast(pa.int32())
+
+    return pa.table({"id": table.column("id"), "split": table.column("split"),
+                     "prompt_tokens": length("prompt_ids"), "chosen_tokens": length("chosen_ids"),
+                     "rejected_tokens": length("rejected_ids"), "drop_reason": table.column("drop_reason")})
+
+
+class PreferenceStats(dict):
+    """The counts written to data_stats.json, plus the per-pair rows train.data_card summarises."""
+
+    def __init__(self, counts: dict, card_rows):
+        super().__init__(counts)
+        self.card_rows = card_rows
+
+    def card_dataset(self):
+        return self.card_rows
+
+    def funnel(self) -> list:
+        from schemas.funnel import StageCount
+
+        return [StageCount(stage=self["stage"], rows_in=self["rows_in"], kept=self["kept"], dropped=dict(self["dropped"]))]
+
+
 def build_preference_dataset(cfg: TrainConfig):
     """(Ray Dataset of tokenized training pairs, stats dict); writes the eval pairs into the run dir."""
     import ray.data
@@ -174,13 +202,15 @@ def build_preference_dataset(cfg: TrainConfig):
                                    eval_fraction=options.eval_fraction),
     ).materialize()
 
-    summary = tokenized.select_columns(["split", "drop_reason"]).to_pandas()
+    card_rows = tokenized.map_batches(pair_card_rows, batch_format="pyarrow", zero_copy_batch=True).materialize()
+    summary = card_rows.select_columns(["split", "drop_reason"]).to_pandas()
     drops = Counter(summary["drop_reason"].dropna().tolist())
     kept = summary["drop_reason"].isna()
-    stats = {"stage": "preference_tokenize", "rows_in": int(len(summary)), "kept": int(kept.sum()),
-             "dropped": dict(sorted(drops.items())),
-             "train_pairs": int((kept & (summary["split"] == "train")).sum()),
-             "eval_pairs": int((kept & (summary["split"] == "eval")).sum())}
+    stats = PreferenceStats({
+        "stage": "preference_tokenize", "rows_in": int(len(summary)), "kept": int(kept.sum()),
+        "dropped": dict(sorted(drops.items())),
+        "train_pairs": int((kept & (summary["split"] == "train")).sum()),
+        "eval_pairs": int((kept & (summary["split"] == "eval")).sum())}, card_rows)
     if stats["rows_in"] != stats["kept"] + sum(drops.values()):
         raise RuntimeError(f"preference accounting does not add up: {stats}")
     if stats["train_pairs"] == 0:

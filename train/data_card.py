@@ -1,0 +1,99 @@
+"""The training set's data card, written into the run directory as `train_data/`.
+
+The inputs' own cards (from curate/synth, copied to `data_cards/`) describe each dataset;
+this one describes what the run trained on after the training-time filters: one small row
+per input record (token counts, or the drop reason and its detail). It is laid out as a
+raymill dataset directory (data/ = kept, dropped/, accounting.json) so `schemas.card`
+computes and renders it like every other card. The rows carry no text, so the directory
+stays small beside the corpus.
+
+A stage's stats object takes part by offering `card_dataset()` (a Ray Dataset or Arrow
+table of those rows) and `funnel()` (a list of schemas.funnel.StageCount).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+TRAIN_DATA_DIR = "train_data"
+CARD_KINDS = {"pt": "document", "sft": "sft", "rm": "preference", "dpo": "preference"}
+
+
+def _batches(rows: Any) -> Iterator[pa.Table]:
+    if isinstance(rows, pa.Table):
+        yield rows
+        return
+    for batch in rows.iter_batches(batch_format="pyarrow", batch_size=8192):
+        yield batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+
+
+class _SplitWriter:
+    """Appends tables to one Parquet file, opened on the first non-empty table."""
+
+    def __init__(self, path: Path):
+        self.path, self.writer, self.rows = path, None, 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
+    """Write `<run_dir>/train_data/` (rows, accounting, card/); returns the card directory, or
+    None where the stats offer no card rows. Kept and dropped counts must match the funnel."""
+    from schemas.card import compute_card, store_card
+    from schemas.dataset_io import atomic_output_dir
+    from schemas.funnel import write_accounting
+
+    if not hasattr(stats, "card_dataset"):
+        return None
+    stage = cfg.launch.stage
+    funnel = stats.funnel()
+    target = Path(run_dir) / TRAIN_DATA_DIR
+    run = {"job": f"train --stage {stage}", "config": cfg.to_dict(), "inputs": list(cfg.data.data),
+           "models": [str(cfg.model.tokenizer or cfg.model.model)],
+           "note": "the training set as this run saw it: one row per input record, no text"}
+    with atomic_output_dir(target) as tmp:
+        kept, dropped = _SplitWriter(tmp / "data" / "part-00000.parquet"), _SplitWriter(tmp / "dropped" / "part-00000.parquet")
+        try:
+            for table in _batches(stats.card_dataset()):
+                is_drop = pc.is_valid(table.column("drop_reason"))
+                kept.write(table.filter(pc.invert(is_drop)).drop_columns(
+                    [c for c in ("drop_reason", "drop_detail") if c in table.column_names]))
+                gone = table.filter(is_drop)
+                dropped.write(gone.append_column("drop_stage", pa.array([funnel[-1].stage] * gone.num_rows, pa.string())))
+        finally:
+            kept.close()
+            dropped.close()
+        (tmp / "data").mkdir(exist_ok=True)
+        if kept.rows != funnel[-1].kept or dropped.rows != sum(sum(s.dropped.values()) for s in funnel):
+            raise RuntimeError(f"training card rows (kept {kept.rows}, dropped {dropped.rows}) do not match "
+                               f"the data stats {[vars(s) for s in funnel]}")
+        write_accounting(tmp, funnel, run)
+        store_card(compute_card(tmp, CARD_KINDS.get(stage, "sft"), run=run, funnel=funnel), tmp / "card")
+    return target / "card"
+
+
+def try_write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
+    """The card is a report: a failure to build it is logged, never fatal to a finished run."""
+    try:
+        return write_training_card(run_dir, cfg, stats)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("no training data card for %s: %s", run_dir, exc)
+        return None
