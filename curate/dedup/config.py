@@ -31,6 +31,10 @@ class DedupConfig:
     text_column: str = "text"
     # Ray: a cap on the connected-component rounds (O(log^2 n) are needed).
     max_rounds: int = 64
+    # Ray: blocks of every shuffle. A sort shuffle moves blocks x blocks pieces, so many
+    # small input blocks (e.g. batch-sized ones from curate) must not set it. None: the
+    # cluster's CPUs, or more when the data would exceed ~128 MiB per block.
+    shuffle_blocks: int | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -41,6 +45,8 @@ class DedupConfig:
         for name in ("ngram", "cjk_ngram", "num_perm", "max_bucket_pairs", "max_rounds"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
+        if self.shuffle_blocks is not None and (not isinstance(self.shuffle_blocks, int) or self.shuffle_blocks < 1):
+            raise bad("shuffle_blocks", "must be a positive integer or null (automatic)")
         if not 0.0 < self.threshold <= 1.0:
             raise bad("threshold", "must be in (0, 1]")
         if not 0.0 < self.cjk_ratio <= 1.0:

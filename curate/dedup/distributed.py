@@ -15,6 +15,7 @@ copy of the data context and builds joins as sorted co-groups (see blocks.py).
 from __future__ import annotations
 
 import logging
+import math
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 _OLD = "_old_"  # prefix of label columns already on the input, restored on rows dropped earlier
 _SIDE = "_side"  # in the final co-group: 0 = document row, 1 = decision row
 _DECISION_COLUMNS = DECISION_SCHEMA.names[1:]
+_BLOCK_BYTES = 128 << 20  # automatic shuffle_blocks: about this much data per block
 
 
 # --- batch functions (module level so Ray pickles them by reference) ---------------------------
@@ -122,29 +124,47 @@ def _map(ds, fn, **kwargs):
     return ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs or None, zero_copy_batch=True)
 
 
-def _grouped(ds, key: str, fn, **kwargs):
-    """Sort by `key`, then run `fn` on whole blocks: each key's rows arrive together, in one block."""
-    return ds.sort(key).map_batches(fn, batch_format="pyarrow", batch_size=None, fn_kwargs=kwargs or None)
+def _grouped(ds, key: str, fn, parts: int, **kwargs):
+    """Sort by `key`, then run `fn` on whole blocks: each key's rows arrive together, in one block.
+
+    The input is first cut or merged (no shuffle) into `parts` blocks: the sort makes as
+    many output blocks as it gets and parts x parts pieces in between, and unions add up.
+    """
+    return ds.repartition(parts).sort(key).map_batches(fn, batch_format="pyarrow", batch_size=None,
+                                                        fn_kwargs=kwargs or None)
 
 
-def connected_components(edges, max_rounds: int):
+def shuffle_parts(config: DedupConfig, docs) -> int:
+    """Blocks per shuffle: configured, else max(cluster CPUs, documents' size / ~128 MiB).
+
+    The light rows' shingle hashes take about as many bytes as the text, hence the 2x.
+    """
+    if config.shuffle_blocks is not None:
+        return config.shuffle_blocks
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(cpus, math.ceil(2 * (docs.size_bytes() or 0) / _BLOCK_BYTES))
+
+
+def connected_components(edges, max_rounds: int, parts: int):
     """(a, b) edges -> (node, root) for every node; root = smallest id of the component."""
     current = edges.map_batches(contract, batch_format="pyarrow", batch_size=None)
     for round_no in range(1, max_rounds + 1):
-        large = _grouped(_map(current, both_directions), "u", blocks.large_star_block).materialize()
+        large = _grouped(_map(current, both_directions), "u", blocks.large_star_block, parts).materialize()
         if _map(large, _keep_tag, tag=NOT_STAR).count() == 0:  # the input was one star per component
             log.info("dedup: components converged after %d round(s)", round_no)
             return _map(large, _star_labels)
-        current = _grouped(_map(large, blocks.keep_edges), "b", blocks.small_star_block).materialize()
+        current = _grouped(_map(large, blocks.keep_edges), "b", blocks.small_star_block, parts).materialize()
     raise RuntimeError(f"dedup: connected components did not converge in {max_rounds} rounds "
                        "(raise max_rounds)")
 
 
-def _verify(found, light, threshold: float):
+def _verify(found, light, threshold: float, parts: int):
     shingles = _map(light.select_columns(["id", "_shingles"]), blocks.shingle_side)
     band = _map(_map(found, _keep_kind, kinds=(BAND,)), blocks.edge_side)
-    with_a = _grouped(band.union(shingles), "_k", blocks.attach_a_block)
-    return _grouped(with_a.union(shingles), "_k", blocks.verify_b_block, threshold=threshold)
+    with_a = _grouped(band.union(shingles), "_k", blocks.attach_a_block, parts)
+    return _grouped(with_a.union(shingles), "_k", blocks.verify_b_block, parts, threshold=threshold)
 
 
 def deduplicate(ds, config: DedupConfig | dict | None = None):
@@ -161,30 +181,34 @@ def deduplicate(ds, config: DedupConfig | dict | None = None):
     # own DataContext, so choosing the shuffle here leaves the caller's datasets alone.
     docs = _map(ds, _stash_old_labels).materialize()
     docs.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    parts = shuffle_parts(config, docs)
+    log.info("dedup: %d block(s) per shuffle", parts)
+    if docs.num_blocks() > parts:  # many small blocks: fewer tasks from here on, larger MinHash batches
+        docs = docs.repartition(parts).materialize()
     light = _map(docs, _light_batch, config=config).materialize()
 
     decisions = None
     if light.count():
-        found = _grouped(_map(light, bucket_rows), "bucket", blocks.bucket_block,
+        found = _grouped(_map(light, bucket_rows), "bucket", blocks.bucket_block, parts,
                          max_pairs_size=config.max_bucket_pairs).materialize()
         repeated = _map(found, _keep_kind, kinds=(DUP_ID,)).take(6)
         if repeated:
             raise duplicate_id_error([r["a"] for r in repeated])
         edges = _map(found, _keep_kind, kinds=(EXACT,) if config.verify else (EXACT, BAND))
         if config.verify and _map(found, _keep_kind, kinds=(BAND,)).count():
-            edges = edges.union(_verify(found, light, config.threshold))
+            edges = edges.union(_verify(found, light, config.threshold, parts))
         edges = edges.select_columns(["a", "b"]).materialize()
         if edges.count():
-            labels = connected_components(edges, config.max_rounds)
+            labels = connected_components(edges, config.max_rounds, parts)
             members = _grouped(_map(labels, blocks.label_side).union(_map(light, blocks.light_side)),
-                               "_k", blocks.member_block)
-            decisions = _grouped(members, "root", blocks.decision_block).materialize()
+                               "_k", blocks.member_block, parts)
+            decisions = _grouped(members, "root", blocks.decision_block, parts).materialize()
 
     if decisions is None:
         return _map(docs, _final_block_direct, config=config, columns=columns)
     doc_columns = docs.schema().names
     both = _map(docs, _row_side).union(_map(decisions, _decision_side, doc_columns=doc_columns))
-    return _grouped(both, "id", _final_block, config=config, columns=columns)
+    return _grouped(both, "id", _final_block, parts, config=config, columns=columns)
 
 
 def _final_block_direct(table: pa.Table, config: DedupConfig, columns: list[str]) -> pa.Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,6 +40,10 @@ def _block_counts(table: pa.Table) -> pa.Table:
     return keys.group_by(["stage", "reason", "rule", "survivor"], use_threads=False).aggregate([("n", "sum")])
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _validate_document(table: pa.Table) -> pa.Table:
     return validate(table, "document")
 
@@ -56,6 +61,7 @@ def run_dedup_dir(input_dir: str | Path, output_dir: str | Path, config: DedupCo
 
     config = DedupConfig.from_any(config)
     files = input_files(input_dir)
+    started_at = _now()
     started = time.time()
     out = deduplicate(ray.data.read_parquet(files), config).materialize()
     seconds = time.time() - started
@@ -84,7 +90,7 @@ def run_dedup_dir(input_dir: str | Path, output_dir: str | Path, config: DedupCo
         stages.append(StageCount("input", rows_in=total, kept=active, dropped=dict(earlier)))
     stages.append(StageCount(STAGE, rows_in=active, kept=kept, dropped=dict(sorted(dedup_drops.items())),
                              seconds=round(seconds, 3)))
-    run = {"job": "dedup", "input": str(input_dir), "input_files": len(files), "config": config.as_dict(),
+    run = {"job": "dedup", "started": started_at, "input": str(input_dir), "input_files": len(files), "config": config.as_dict(),
            "duplicate_clusters": clusters, "text_rules": dict(sorted(rules.items()))}
 
     with atomic_output_dir(output_dir) as tmp:
@@ -92,6 +98,7 @@ def run_dedup_dir(input_dir: str | Path, output_dir: str | Path, config: DedupCo
             (tmp / name).mkdir()
             part = out.map_batches(_split, batch_format="pyarrow", fn_kwargs={"dropped": dropped})
             part.map_batches(_validate_document, batch_format="pyarrow").write_parquet(str(tmp / name))
+        run["finished"] = _now()
         write_accounting(tmp, stages, run)
         try:
             from schemas.card import write_card

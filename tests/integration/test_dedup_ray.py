@@ -63,11 +63,13 @@ def test_ray_matches_reference_for_any_workers_and_blocks(ray_session):
     config = {"keep": "best:quality"}
     expected = _sorted_rows(deduplicate_table(table, config).to_pylist())
     results = []
-    # One worker on one block, then two workers on five blocks: the output must not change.
-    for workers, blocks in ((1, 1), (2, 5)):
+    # One worker on one block, then two workers on five blocks and three per shuffle: same output.
+    for workers, blocks, parts in ((1, 1, 1), (2, 5, 3)):
         ds = ray_session.data.from_items(table.to_pylist(), override_num_blocks=blocks)
         ds.context.execution_options.resource_limits = ray_session.data.ExecutionResources(cpu=workers)
-        results.append(_sorted_rows(deduplicate(ds, config).take_all()))
+        out = deduplicate(ds, {**config, "shuffle_blocks": parts}).materialize()
+        assert out.num_blocks() <= parts  # unions of co-groups must not multiply the blocks
+        results.append(_sorted_rows(out.take_all()))
     assert results[0] == results[1] == expected
     rows = {r["id"]: r for r in results[0]}
     assert len(rows) == table.num_rows  # nothing lost
@@ -114,3 +116,4 @@ def test_job_writes_kept_dropped_accounting(ray_session, tmp_path):
     assert stages["dedup"]["kept"] == len(kept)
     assert sum(stages["dedup"]["dropped"].values()) == len(dedup_drops)
     assert accounting["run"]["text_rules"] == {"empty_text_exact_only": 2, "short_text_one_shingle": 2}
+    assert accounting["run"]["started"] <= accounting["run"]["finished"]

@@ -54,3 +54,5 @@ def test_config_checks_and_param_search():
         DedupConfig(keep="shortest")
     with pytest.raises(ValueError, match="both bands and rows"):
         DedupConfig(bands=None)
+    with pytest.raises(ValueError, match="shuffle_blocks"):
+        DedupConfig(shuffle_blocks=0)
