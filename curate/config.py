@@ -38,6 +38,11 @@ class Runtime:
     # Logical CPUs per pipeline actor. Below 1 on purpose: with one actor per CPU and a
     # whole CPU each, Ray could never schedule the read and write tasks beside them.
     actor_cpus: float = 0.5
+    # Logical CPUs per task (reading, task-pool stage segments, the final tag + write).
+    # With `workers` = all CPUs, actors take half of them; 0.25 lets one read and one
+    # write task run beside them even on a 1-CPU cluster (a whole CPU per task would
+    # leave the reader waiting for a CPU the actor holds: the job would hang).
+    task_cpus: float = 0.25
 
 
 @dataclass
@@ -92,15 +97,17 @@ def parse_config(cfg: dict) -> CurateConfig:
         if needs is None or needs in stages:
             rules.append(rule)
     runtime_section = dict(cfg.get("runtime") or {})
-    known = {"workers", "batch_size", "num_cpus", "actor_cpus"}
+    known = {"workers", "batch_size", "num_cpus", "actor_cpus", "task_cpus"}
     unknown = set(runtime_section) - known
     if unknown:
         raise CurateConfigError(f"runtime: unknown keys {sorted(unknown)} (known: {', '.join(sorted(known))})")
     runtime = Runtime(**runtime_section)
     if runtime.workers is not None and (not isinstance(runtime.workers, int) or runtime.workers < 1):
         raise CurateConfigError(f"runtime.workers must be a positive integer or null, got {runtime.workers!r}")
-    if not isinstance(runtime.actor_cpus, (int, float)) or not 0 < runtime.actor_cpus <= 64:
-        raise CurateConfigError(f"runtime.actor_cpus must be a positive number, got {runtime.actor_cpus!r}")
+    for key in ("actor_cpus", "task_cpus"):
+        value = getattr(runtime, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 64:
+            raise CurateConfigError(f"runtime.{key} must be a positive number, got {value!r}")
     if not isinstance(runtime.batch_size, int) or runtime.batch_size < 1:
         raise CurateConfigError(f"runtime.batch_size must be a positive integer, got {runtime.batch_size!r}")
     return CurateConfig(input=cfg.get("input"), output=cfg.get("output"), cache_dir=cfg.get("cache_dir"),

@@ -294,10 +294,11 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
     from curate.readers import read_inputs
 
     plan = plan or check_stages(config)
-    ds, family = read_inputs(inputs, config.read)
+    task_cpus = config.runtime.task_cpus
+    ds, family = read_inputs(inputs, config.read, num_cpus=task_cpus)
     # One read task per file yields few large blocks; cut them to batch-sized blocks
     # (streaming, no shuffle) so every worker gets work even from a single WARC file.
-    ds = ds.repartition(target_num_rows_per_block=config.runtime.batch_size)
+    ds = _repartition_rows(ds, config.runtime.batch_size, task_cpus)
     workers = config.runtime.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     batch_size = config.runtime.batch_size
     segment: list[tuple[str, Callable, bool]] = []
@@ -311,29 +312,49 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
                                 batch_size=batch_size, batch_format="pyarrow",
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=config.runtime.actor_cpus)
         else:
-            ds = ds.map_batches(ChainTask(factories, clock), batch_size=batch_size, batch_format="pyarrow")
+            ds = ds.map_batches(ChainTask(factories, clock), batch_size=batch_size, batch_format="pyarrow",
+                                num_cpus=task_cpus)
         segment.clear()
         return ds
 
     for name, factory, needs_actor in plan:
         if name == DEDUP_STAGE:
-            ds = _run_dedup(flush(ds), config.stages[DEDUP_STAGE])
+            ds = _run_dedup(flush(ds), config.stages[DEDUP_STAGE], task_cpus)
             continue
         if name == "extract" and family != "raw_page":
             continue  # documents from JSONL/Parquet have text already
         segment.append((name, factory, needs_actor))
     ds = flush(ds)
-    return ds.map_batches(finalize_batch, fn_kwargs={"types": _known_types()}, batch_format="pyarrow"), family
+    return ds.map_batches(finalize_batch, fn_kwargs={"types": _known_types()}, batch_format="pyarrow",
+                          num_cpus=task_cpus), family
 
 
-def _run_dedup(ds, section: dict):
+def _repartition_rows(ds, rows: int, num_cpus: float):
+    """`ds.repartition(target_num_rows_per_block=rows)` whose tasks ask for `num_cpus`.
+
+    The public call has no resource argument and asks for a whole CPU per task: it then
+    cannot fuse with the (fractional) read task, and on a 1-CPU cluster it never gets a
+    CPU beside the actors, so the job hangs. The logical operator keeps its remote args
+    in a plain dict; set the fraction there (skipped if a Ray release moves the field).
+    """
+    out = ds.repartition(target_num_rows_per_block=rows)
+    args = getattr(getattr(getattr(out, "_logical_plan", None), "dag", None), "ray_remote_args", None)
+    if isinstance(args, dict):
+        args["num_cpus"] = num_cpus
+    else:
+        log.warning("ray.data internals changed: the repartition step asks for a whole CPU "
+                    "(a 1-CPU cluster may hang; give it 2 or more CPUs)")
+    return out
+
+
+def _run_dedup(ds, section: dict, task_cpus: float | None = None):
     try:
         deduplicate = importlib.import_module("curate.dedup").deduplicate
         ds = deduplicate(ds, section)
     except (ImportError, AttributeError) as exc:  # the dedup package is being built beside this one
         log.warning("dedup is enabled but curate.dedup cannot run (%s): skipping it", exc)
         return ds
-    return ds.map_batches(fill_dedup_stage, batch_format="pyarrow")
+    return ds.map_batches(fill_dedup_stage, batch_format="pyarrow", num_cpus=task_cpus)
 
 
 def stage_names(plan, family: str = "raw_page") -> list[str]:
@@ -358,7 +379,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
     with atomic_output_dir(output_dir) as tmp:
         staging = tmp / "_staging"
         ds, family = build_dataset(config, inputs, plan, clock)
-        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN])
+        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN],
+                         ray_remote_args={"num_cpus": config.runtime.task_cpus})
         for part in ("data", "dropped"):
             written = staging / f"{OUTPUT_COLUMN}={part}"
             if written.is_dir():

@@ -457,9 +457,10 @@ def _check_one_family(files: list[Path]) -> str:
 
 # ---------------------------------------------------------------- Ray Data
 
-def read_inputs(paths, config: ReadConfig | dict | None = None):
+def read_inputs(paths, config: ReadConfig | dict | None = None, num_cpus: float | None = None):
     """A `ray.data.Dataset` over all inputs, one read task per file, streaming its batches.
 
+    `num_cpus`: logical CPUs per read task (Ray's default, 1, when None).
     Returns (dataset, family) where family is 'raw_page' or 'document'.
     """
     import ray
@@ -470,7 +471,8 @@ def read_inputs(paths, config: ReadConfig | dict | None = None):
     cfg = config if isinstance(config, ReadConfig) else ReadConfig.from_dict(config)
     items = [{"path": str(f)} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(_ReadFiles(cfg), batch_size=1, batch_format="pyarrow", zero_copy_batch=True)
+    ds = ds.map_batches(_ReadFiles(cfg), batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
+                        **({"num_cpus": num_cpus} if num_cpus else {}))
     return ds, family
 
 

@@ -122,6 +122,25 @@ def test_jsonl_documents_skip_extraction_and_count_bad_lines(tmp_path, ray_sessi
     assert summary["kept"] == 6
 
 
+def test_plan_fits_a_one_cpu_cluster(tmp_path, ray_session):
+    # Every operator asks for a fraction of a CPU, so one read task, the actor and one
+    # write task fit on a single CPU (a whole-CPU task there would wait forever).
+    from curate.pipeline import build_dataset
+
+    crawl = write_warc(tmp_path / "c.warc", [WarcRecord("https://a.example/1", b"<html><body>x</body></html>")])
+    config = parse_config(merge_config({"dedup": {"enabled": False}, "runtime": {"workers": 1}}))
+    ds, _ = build_dataset(config, [str(crawl)])
+    asks, op = {}, ds._logical_plan.dag
+    while op is not None:
+        args = getattr(op, "ray_remote_args", None)
+        if args is not None:
+            asks[op.name] = args.get("num_cpus", 1)
+        op = op.input_dependencies[0] if op.input_dependencies else None
+    assert any("StreamingRepartition" in n for n in asks) and any("ChainActor" in n for n in asks)
+    actor = max(v for n, v in asks.items() if "ChainActor" in n)
+    assert actor + 2 * max(v for n, v in asks.items() if "ChainActor" not in n) <= 1, asks
+
+
 def _f1(pred: str, gold: str) -> float:
     p, g = Counter(pred.lower().split()), Counter(gold.lower().split())
     common = sum((p & g).values())
