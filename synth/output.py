@@ -21,6 +21,7 @@ from synth.checkpoint import table_from_dicts
 log = logging.getLogger(__name__)
 
 DATA_DIR, DROPPED_DIR = "data", "dropped"
+HTTP_ERROR = "http_error"  # the drop reason every synth stage gives a model call that failed after retries
 DROPPED_REQUIRED = ("id", "text", "drop_reason", "drop_stage")
 
 
@@ -32,6 +33,17 @@ def dropped_table(rows: list[dict]) -> pa.Table:
     return table_from_dicts(rows)
 
 
+def failure_warnings(stages: list[StageCount]) -> list[str]:
+    """A card warning per stage whose model calls failed after retries: the run went on without them."""
+    out = []
+    for s in stages:
+        n = s.dropped.get(HTTP_ERROR, 0)
+        if n:
+            out.append(f"stage {s.stage!r}: {n} item(s) dropped because model calls failed after retries "
+                       f"({HTTP_ERROR}); the run went on without them (the dropped rows hold the errors)")
+    return out
+
+
 def write_dataset(output: str | Path, kind: str, rows: list[dict], dropped: list[dict], stages: list[StageCount],
                   run: dict[str, Any], card: bool = True) -> Path:
     """Validate and write everything into a temporary directory, then rename it into place."""
@@ -40,6 +52,7 @@ def write_dataset(output: str | Path, kind: str, rows: list[dict], dropped: list
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"{kind} output: id {dup!r} appears more than once")
     table = table_from_rows(rows, kind) if rows else None
+    run = {**run, "warnings": list(run.get("warnings") or []) + failure_warnings(stages)}
     with atomic_output_dir(output) as tmp:
         if table is not None:
             write_parquet(table, tmp / DATA_DIR, kind)

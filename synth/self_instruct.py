@@ -78,7 +78,14 @@ def detect_lang(seeds: list[SeedTask]) -> str:
 
 class _Counter:
     def __init__(self) -> None:
-        self.stages = {s: {"rows_in": 0, "kept": 0, "dropped": {}} for s in STAGES}
+        self.stages = {s: {"rows_in": 0, "kept": 0, "dropped": {}, "seconds": 0.0} for s in STAGES}
+        self._t = time.monotonic()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap to `stage` (model calls dominate each step)."""
+        now = time.monotonic()
+        self.stages[stage]["seconds"] += now - self._t
+        self._t = now
 
     def add(self, stage: str, reason: str | None) -> None:
         s = self.stages[stage]
@@ -129,6 +136,8 @@ class SelfInstruct:
                 else:
                     candidates.append((cid, text, c.text))
 
+        count.lap("generate")
+
         # 2. filter: surface rules, then ROUGE-L against seeds, machine tasks and this round's keepers
         kept: list[dict] = []
         for cid, text, raw in candidates:
@@ -144,6 +153,8 @@ class SelfInstruct:
             count.add("instruction_filter", None)
             pool.add(text)
             kept.append({"instruction_id": cid, "instruction": text, **extra})
+
+        count.lap("instruction_filter")
 
         # 3. classification detection
         requests = [ChatRequest(k["instruction_id"], [{"role": "user", "content": render_classify(
@@ -162,6 +173,8 @@ class SelfInstruct:
                 continue
             count.add("classify", None)
             classified.append(item)
+
+        count.lap("classify")
 
         # 4. instances: output-first for classification tasks, input-first otherwise
         requests = []
@@ -195,6 +208,7 @@ class SelfInstruct:
                 count.add("instances", None)
             else:
                 reject("instances", NO_VALID_INSTANCES, c.request_id, item["instruction"], c.text)
+        count.lap("instances")  # instance generation and its post-filters
         res.counts = count.stages
         return res
 
@@ -281,7 +295,7 @@ def _sum_counts(rounds: list[dict]) -> tuple[list[StageCount], dict]:
             s.kept += c["kept"]
             for reason, n in c["dropped"].items():
                 s.dropped[reason] = s.dropped.get(reason, 0) + n
-        stages["generate"].seconds += r.get("seconds", 0.0)
+            s.seconds += c.get("seconds", 0.0)
         for k, v in r.get("stats", {}).items():
             if k == "error_examples":
                 totals[k] = (totals[k] + v)[:5]

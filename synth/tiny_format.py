@@ -17,15 +17,22 @@ from synth.seeds import SeedTask
 
 def format_examples(seeds: list[SeedTask], lang: str, n: int, num_examples: int = 4, num_new: int = 2,
                     seed: int = 0) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs for the three prompt kinds, answers taken from the seeds."""
+    """(prompt, answer) pairs for the three prompt kinds and plain answers, answers taken from the seeds."""
     rng = random.Random(seed)
     t = "任务{i}：{text}" if lang == "zh" else "Task {i}: {text}"
     out = []
     cls_yes = [s for s in seeds if s.is_classification]
     cls_no = [s for s in seeds if not s.is_classification]
     for k in range(n):
-        kind = (0, 1, 2, 2)[k % 4]  # instance answers are the longest format to learn: half the examples
-        if kind == 0:
+        # Instance answers are the longest format to learn: they get two of every five examples.
+        # Kind 3 (answer a task directly) makes the same model usable as a tiny policy.
+        kind = (0, 1, 2, 2, 3)[k % 5]
+        if kind == 3:
+            target = rng.choice(seeds)
+            inst = rng.choice(target.instances)
+            prompt = target.instruction + (f"\n\n{inst.input}" if inst.input.strip() else "")
+            answer = inst.output
+        elif kind == 0:
             picked = rng.sample(seeds, num_examples + num_new)
             shown, new = picked[:num_examples], picked[num_examples:]
             prompt = render_propose([s.instruction for s in shown], lang, num_new)

@@ -116,6 +116,10 @@ def test_every_reason_is_recorded_and_accounting_adds_up(tmp_path, seeds_file):
     assert stages[-1].kept == len(kept)
     assert run["generation"]["errors"] == 3 and run["instructions_kept"] >= 6
     assert (out / "card").is_dir() and (out / "_SUCCESS").exists()
+    # The failed calls are counted where a reader looks: the accounting and the card.
+    assert any(w.startswith("stage 'generate': 3 item(s) dropped") for w in run["warnings"])
+    assert "| http_error | generate | 3 |" in (out / "card" / "card.md").read_text()
+    assert all(s.seconds >= 0 for s in stages) and sum(s.seconds for s in stages) > 0
 
 
 def test_interrupted_run_resumes_without_duplicates(tmp_path, seeds_file):
@@ -153,3 +157,45 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, seeds_file):
     assert [r["id"] for r in read(straight)[0]] == [r["id"] for r in kept]
     assert [d["id"] for d in read(straight)[1]] == [d["id"] for d in dropped]
     assert backend.calls == first.calls + resumed.calls
+
+
+KILLED_RUN = """
+import os, signal, sys
+import synth.checkpoint as checkpoint
+from synth.run_instructions import run_instructions
+from tests.unit.test_synth_self_instruct import RuleBackend, config
+
+real_write_json = checkpoint.write_json
+
+def write_json_then_die(obj, path):
+    if len(obj["rounds"]) == 2:  # round 1's shards are on disk; its manifest entry never will be
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_write_json(obj, path)
+
+checkpoint.write_json = write_json_then_die
+run_instructions(sys.argv[1], RuleBackend(), sys.argv[2], config(8), checkpoint_dir=sys.argv[3])
+"""
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path, seeds_file):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(seeds_file), str(tmp_path / "si"), str(ckpt)],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert [r["round"] for r in manifest["rounds"]] == [0]
+    assert (ckpt / "accepted-00001.parquet").exists()  # written, but never committed
+    assert not (tmp_path / "si").exists()
+
+    out = run_instructions(seeds_file, RuleBackend(), tmp_path / "si", config(8), checkpoint_dir=ckpt)
+    kept, dropped = read(out)
+    ids = [r["id"] for r in kept] + [d["id"] for d in dropped]
+    assert len(ids) == len(set(ids))
+    straight = run_instructions(seeds_file, RuleBackend(), tmp_path / "straight", config(8))
+    assert [r["id"] for r in read(straight)[0]] == [r["id"] for r in kept]
+    assert [d["id"] for d in read(straight)[1]] == [d["id"] for d in dropped]
