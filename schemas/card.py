@@ -514,6 +514,8 @@ def compute_card(dataset_dir: str | Path, kind: str, run: dict | None = None,
             funnel = _funnel_from_dropped(kept.rows, dropped)
             warnings.append("no accounting.json: the funnel was rebuilt from the dropped rows "
                             "(stage order and timings unknown)")
+    # Warnings the job itself recorded (e.g. model calls that failed after retries) belong on the card.
+    warnings.extend(str(w) for w in run.get("warnings") or [])
     funnel_table, drops_table = _funnel_tables(funnel)
     if funnel and funnel[-1].kept != kept.rows:
         warnings.append(f"the funnel's last stage {funnel[-1].stage!r} kept {funnel[-1].kept} rows, "

@@ -167,3 +167,12 @@ def test_nan_is_counted_apart_from_nulls():
     st.update(pa.array([1.0, None, math.nan, 3.0]))
     assert (st.count, st.nulls, st.nan, st.min, st.max) == (2, 1, 1, 1.0, 3.0)
     assert st.quantiles()[QUANTILES.index(0.5)] == pytest.approx(float(np.median([1.0, 3.0])))
+
+
+def test_warnings_the_job_recorded_reach_the_card(tmp_path):
+    directory, _ = write_document_dataset(tmp_path / "ds", n=60)
+    note = "3 model calls failed after retries (http_error in generate)"
+    card = compute_card(directory, "document", run={"warnings": [note]})
+    assert note in card.run["warnings"]
+    rendered = (write_card(directory, "document", run={"warnings": [note]}) / "card.md").read_text()
+    assert note in rendered
