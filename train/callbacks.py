@@ -14,11 +14,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 class MetricsJsonlCallback(TrainerCallback):
-    """Appends every log event of the rank-0 worker as one JSON line (a resumed run keeps appending)."""
+    """Appends every log event of the rank-0 worker as one JSON line (a resumed run continues the file)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.started = time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A resumed run repeats the steps after its checkpoint that the stopped run had already
+        # logged: drop those records, so each step appears once in the file and the plots.
+        if not state.is_world_process_zero or state.global_step == 0 or not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+        if len(kept) != len(lines):
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            tmp.replace(self.path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

@@ -15,6 +15,8 @@ On a multi-node cluster the run directory must be on storage every node sees
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -94,7 +96,14 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
 
         scheduler_arguments(cfg.training, max_steps)  # fail here, not in every worker
 
-    loop_config = {"train": cfg.to_dict(), "max_steps": max_steps, "run_dir": str(run_dir),
+    latest = None
+    if cfg.launch.resume:
+        done, latest = finished_steps(run_dir)
+        if done >= max_steps:
+            # HF would still take one more step from a checkpoint at max_steps: nothing to do instead.
+            return _already_finished(run_dir, cfg, stats, max_steps, done, latest)
+
+    loop_config = {"train": cfg.to_dict(), "max_steps": max_steps, "run_dir": str(run_dir), "resume_checkpoint": latest,
                    "collate": collate or workflow.collate, "callbacks": list(callbacks or [])}
     trainer = TorchTrainer(
         train_loop_per_worker=workflow.train_loop,
@@ -119,6 +128,28 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
             stats.collect()  # max_steps was given, so the stream was never counted: count it now for the record
         try_write_training_card(run_dir, cfg, stats)
     return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
+
+
+def finished_steps(run_dir: Path) -> tuple[int, str | None]:
+    """(highest global_step among the run's Ray Train checkpoints, that checkpoint's dir)."""
+    best, where = 0, None
+    # Each Ray checkpoint holds the HF checkpoint in checkpoint/ (RayTrainReportCallback.CHECKPOINT_NAME).
+    for state in Path(run_dir, RAY_RUN_NAME).glob("checkpoint_*/checkpoint/trainer_state.json"):
+        step = int(json.loads(state.read_text(encoding="utf-8")).get("global_step") or 0)
+        if step > best:
+            best, where = step, str(state.parent.parent)
+    return best, where
+
+
+def _already_finished(run_dir: Path, cfg: TrainConfig, stats: Any, max_steps: int, done: int,
+                      latest: str | None) -> dict:
+    previous = run_dir / "run_summary.json"
+    summary = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
+    if not summary or summary.get("error"):
+        summary = write_run_outputs(run_dir, cfg, stats, max_steps, metrics=None, checkpoint=latest)
+    summary["note"] = f"--resume: the run already reached step {done} of max_steps {max_steps}; nothing to train"
+    logging.getLogger(__name__).warning(summary["note"])
+    return summary
 
 
 # The ingest's read task and tokenizer actor pool hold one CPU each while the stream runs.

@@ -7,6 +7,7 @@ build the model, wrap the stream as batches, train for exactly `max_steps`, save
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -176,10 +177,30 @@ def default_collate(packing: bool, pad_token_id: int) -> Callable:
     return flatten_collate if packing else functools.partial(padded_collate, pad_token_id=pad_token_id)
 
 
+@contextlib.contextmanager
+def restored_checkpoint(loop_config: dict) -> Iterator[str | None]:
+    """The HF checkpoint directory a Ray Train worker resumes from, or None.
+
+    Ray Train's own restored checkpoint comes first. Where it has none although the run
+    was asked to resume (a hard stop, such as Ctrl-C or a lost driver, can leave the Ray
+    checkpoint directories on disk without the checkpoint manager's snapshot that Ray
+    restores from), the launcher's pick of the latest checkpoint on disk serves.
+    """
+    import ray.train
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_checkpoint"):
+        checkpoint = ray.train.Checkpoint(loop_config["resume_checkpoint"])
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as restored:
+        yield os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME)
+
+
 def causal_lm_train_loop(loop_config: dict) -> None:
     """Ray Train `train_loop_per_worker` for causal-LM stages (pt, sft): rows from the "train" shard."""
-    import contextlib
-
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback
 
@@ -188,9 +209,7 @@ def causal_lm_train_loop(loop_config: dict) -> None:
     cfg = parse_train_config(loop_config["train"])
     collate = loop_config.get("collate")
     shard = ray.train.get_dataset_shard("train")
-    checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as restored:
-        resume_from = os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME) if restored else None
+    with restored_checkpoint(loop_config) as resume_from:
         metrics = run_causal_lm(
             cfg, shard.iter_rows, collate, loop_config["run_dir"], loop_config["max_steps"], resume_from=resume_from,
             extra_callbacks=[RayTrainReportCallback(), *loop_config.get("callbacks", [])], rank=ray.train.get_context().get_world_rank(),

@@ -55,6 +55,11 @@ def test_sft_run_on_ray_with_real_ingest_writes_every_output(ray_session, tiny_m
     # the same output dir again without --resume is refused instead of silently resuming
     with pytest.raises(ValueError, match="already holds a run"):
         run_training(cfg)
+    # --resume on the finished run trains nothing more (HF alone would take a step past max_steps)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    again = run_training(parse_train_config({**cfg.to_dict(), "resume": True}))
+    assert "nothing to train" in again["note"] and again["last_loss"] == summary["last_loss"]
+    assert (run / "metrics.jsonl").read_text().splitlines() == lines
 
 
 def test_bad_inputs_fail_before_training(ray_session, tiny_model_dir, tmp_path):
@@ -117,11 +122,14 @@ def test_resume_from_ray_checkpoint_continues_step_and_lr(ray_session, tiny_mode
         run_training(parse_train_config(raw), dataset=ray_session.data.from_items(rows), callbacks=[CrashAt(6)])
     before = logged(tmp_path / "run")
     assert max(before) == 6
-    lines_before = len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    # A hard stop (Ctrl-C, a lost driver) can leave Ray's checkpoints without the checkpoint
+    # manager's snapshot Ray restores from: --resume must then find the latest one on disk.
+    (tmp_path / "run" / "ray" / "checkpoint_manager_snapshot.json").unlink()
     run_training(parse_train_config({**raw, "resume": True}), dataset=ray_session.data.from_items(rows))
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[lines_before:]
-    resumed = [r for r in map(json.loads, lines) if "loss" in r]
-    # the resumed run starts after the step-4 checkpoint with the LR the schedule has there
-    assert [r["step"] for r in resumed] == [5, 6, 7, 8]
-    assert resumed[0]["learning_rate"] == pytest.approx(before[5]["learning_rate"], rel=1e-6)
-    assert resumed[0]["loss"] == pytest.approx(before[5]["loss"], rel=1e-3)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # the resumed run starts after the step-4 checkpoint; its steps 5-6 replace the stopped run's
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))
+    after = logged(tmp_path / "run")
+    for step in (5, 6):  # same LR from the schedule, same batch from the restored data position
+        assert after[step]["learning_rate"] == pytest.approx(before[step]["learning_rate"], rel=1e-6)
+        assert after[step]["loss"] == pytest.approx(before[step]["loss"], rel=1e-3)

@@ -15,7 +15,6 @@ The reference model is the frozen starting policy, obtained one of three ways:
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections import defaultdict
 from typing import Any
@@ -26,7 +25,7 @@ from train.args import TrainConfig
 from train.losses import dpo_loss, sequence_logps
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
-from train.worker import StreamTrainer
+from train.worker import StreamTrainer, restored_checkpoint
 
 STAGE = "dpo"
 
@@ -219,8 +218,6 @@ def run_dpo(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | 
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train `train_loop_per_worker` for dpo."""
-    import os
-
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback
 
@@ -228,9 +225,7 @@ def train_loop(loop_config: dict) -> None:
 
     cfg = parse_train_config(loop_config["train"])
     shard = ray.train.get_dataset_shard("train")
-    checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as restored:
-        resume_from = os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME) if restored else None
+    with restored_checkpoint(loop_config) as resume_from:
         metrics = run_dpo(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
                           resume_from=resume_from, extra_callbacks=[RayTrainReportCallback()],
                           rank=ray.train.get_context().get_world_rank())

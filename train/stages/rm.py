@@ -10,7 +10,6 @@ merged) into `<run>/model`, which `train.reward_model.load_reward_model` loads.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from collections import defaultdict
@@ -23,7 +22,7 @@ from train.losses import pairwise_rm_loss
 from train.reward_model import build_reward_model, save_reward_model, sequence_rewards
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
-from train.worker import StreamBatches, StreamTrainer
+from train.worker import StreamBatches, StreamTrainer, restored_checkpoint
 
 STAGE = "rm"
 HEAD = "score"
@@ -180,9 +179,7 @@ def train_loop(loop_config: dict) -> None:
 
     cfg = parse_train_config(loop_config["train"])
     shard = ray.train.get_dataset_shard("train")
-    checkpoint = ray.train.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as restored:
-        resume_from = os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME) if restored else None
+    with restored_checkpoint(loop_config) as resume_from:
         metrics = run_reward_model(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
                                    resume_from=resume_from, extra_callbacks=[RayTrainReportCallback()],
                                    rank=ray.train.get_context().get_world_rank())
