@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     from train.args import parse_train_config
-    from train.launcher import TrainingRunError, run_training
+    from train.launcher import TrainingRunError, preflight, run_training
 
     args = parse_args(argv)
     raw = load_config(args.config, args.overrides)
@@ -59,6 +59,7 @@ def main(argv=None) -> None:
         if value is not None:
             raw[key] = value
     cfg = parse_train_config(raw)
+    preflight(cfg)  # bad options fail here, before Ray starts
     init_ray()
     try:
         summary = run_training(cfg)

@@ -70,6 +70,32 @@ def resolve_for_workers(cfg: TrainConfig) -> TrainConfig:
 CARD_KIND = {"pt": "document", "sft": "sft", "rm": "preference", "dpo": "preference"}
 
 
+def preflight(cfg: TrainConfig):
+    """Checks that need neither Ray nor the data, so a bad option fails in a second with a clear
+    message instead of inside a worker: stage, template, DeepSpeed config, model path, dtype,
+    QLoRA's bitsandbytes. Returns the stage's workflow."""
+    import importlib.util
+
+    from train.model_loading import ModelLoadError
+    from train.worker import deepspeed_config
+
+    workflow = get_workflow(cfg.launch.stage)
+    if cfg.data.template and cfg.data.template != "tokenizer":
+        from train.templates import get_template
+
+        get_template(cfg.data.template)
+    deepspeed_config(cfg.launch.deepspeed, cfg.launch.use_gpu)
+    for name in filter(None, (cfg.model.model, cfg.model.tokenizer)):
+        if name != "tiny":
+            resolve_model_path(name)
+    # On a cluster the driver may lack the GPU (and the GPU-only packages) its workers have.
+    if not cfg.launch.use_gpu or _driver_sees_gpu():
+        check_dtype(cfg.model.dtype, cfg.launch.use_gpu)
+        if cfg.finetuning.finetuning_type == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelLoadError("finetuning_type qlora needs the bitsandbytes package: pip install bitsandbytes")
+    return workflow
+
+
 def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, collate: Callable | None = None,
                  callbacks: list | None = None) -> dict:
     """Build the data (unless given), train on Ray Train, write the run outputs; returns the summary."""
@@ -77,9 +103,7 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    workflow = get_workflow(cfg.launch.stage)
-    if not cfg.launch.use_gpu or _driver_sees_gpu():
-        check_dtype(cfg.model.dtype, cfg.launch.use_gpu)  # else each GPU worker checks
+    workflow = preflight(cfg)
     run_dir = prepare_run_dir(cfg)
     cfg = resolve_for_workers(cfg)
     if dataset is None:
@@ -174,6 +198,10 @@ def _count_rows(dataset, stats) -> int:
     if stats is not None and hasattr(stats, "collect"):
         if not getattr(stats, "collected", False):
             stats.collect()
+        if stats.sequences == 0 and stats.records:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(stats.drops.items())) or "none"
+            raise TrainConfigError(f"no training examples left: {stats.records} records read, {stats.dropped} dropped "
+                                   f"(by reason: {reasons}); check the dataset's columns and format")
         return int(stats.sequences)
     return dataset.count()
 

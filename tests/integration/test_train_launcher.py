@@ -71,6 +71,11 @@ def test_bad_inputs_fail_before_training(ray_session, tiny_model_dir, tmp_path):
         run_training(parse_train_config({**base, "template": "nonesuch", "output": str(tmp_path / "r2")}))
     with pytest.raises(ValueError, match="unknown stage"):
         run_training(parse_train_config({**base, "stage": "sft2", "output": str(tmp_path / "r3")}))
+    # alpaca rows without their `output` column: every record is a counted drop, then a clear error
+    partial = write_jsonl(tmp_path / "partial.jsonl", [{"instruction": f"Say {i}."} for i in range(3)])
+    with pytest.raises(ValueError, match=r"no training examples left: 3 records read.*missing_field: 3"):
+        run_training(parse_train_config({**base, "data": [str(partial)], "output": str(tmp_path / "r4"),
+                                         "max_steps": -1}))
 
 
 def identical_rows(model_dir: Path, n: int = 16, length: int = 48) -> list[dict]:
