@@ -212,3 +212,35 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_model_dir, tmp_path)
     checkpoints = sorted(p.name for p in (tmp_path / "hf" / "rank0").iterdir())
     assert checkpoints == ["checkpoint-2"]
     assert not (tmp_path / "model").exists()
+
+
+def test_from_scratch_builds_random_weights_from_a_config(tiny_model_dir, tmp_path):
+    """pt --from-scratch: the architecture of `model_config` (a file or directory), fresh weights."""
+    import shutil
+
+    trained = load_model(config(tiny_model_dir).model, config(tiny_model_dir).finetuning)
+    only_config = tmp_path / "arch"
+    only_config.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", only_config / "config.json")
+    for source in (str(only_config), str(only_config / "config.json")):
+        cfg = config(tiny_model_dir, stage="pt", from_scratch=True, model_config=source)
+        fresh = load_model(cfg.model, cfg.finetuning)
+        assert type(fresh) is type(trained) and fresh.config.hidden_size == trained.config.hidden_size
+        assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in trained.parameters())
+        weight = "model.layers.0.self_attn.q_proj.weight"
+        assert not torch.equal(dict(fresh.named_parameters())[weight], dict(trained.named_parameters())[weight])
+    from train.model_loading import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        bad = config(tiny_model_dir, stage="pt", from_scratch=True, model_config=str(tmp_path / "nope.json"))
+        load_model(bad.model, bad.finetuning)
+
+
+def test_neftune_noise_changes_the_training_loss(tiny_model_dir, tmp_path):
+    """NEFTune adds noise to the input embeddings while training: same data and seed, other loss."""
+    rows = sft_rows(tiny_model_dir, n=4)
+    run_causal_lm(config(tiny_model_dir), lambda: rows, None, tmp_path / "plain", max_steps=2, save_final=False)
+    run_causal_lm(config(tiny_model_dir, neftune_noise_alpha=15.0), lambda: rows, None, tmp_path / "noisy",
+                  max_steps=2, save_final=False)
+    plain, noisy = losses(tmp_path / "plain"), losses(tmp_path / "noisy")
+    assert plain[1]["loss"] != pytest.approx(noisy[1]["loss"], rel=1e-4)
