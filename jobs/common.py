@@ -73,8 +73,12 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"log_to_driver": True}
-    if not os.environ.get("RAY_ADDRESS") and num_cpus:
-        kwargs["num_cpus"] = num_cpus
+    if not os.environ.get("RAY_ADDRESS"):
+        # address="local": a plain ray.init() would join any `ray start` cluster left on this
+        # machine and then refuse num_cpus; without RAY_ADDRESS the job is documented as embedded.
+        kwargs["address"] = "local"
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
 
 

@@ -33,11 +33,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray session with 2 CPUs, shared by all integration tests."""
+    """One local Ray session with 2 CPUs, shared by all integration tests (never a `ray start`
+    cluster that an e2e test left running: address="local")."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
