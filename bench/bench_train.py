@@ -1,14 +1,15 @@
 """Training throughput on CPU for a ~10M-parameter Llama: packed vs padded batches, Ray Train vs bare HF.
 
-    python bench/bench_train.py [--steps 30] [--out bench/results/train.json]
+    python bench/bench_train.py [--steps 30] [--ray-steps 60] [--out bench/results/train.json]
 
 1. packed vs padded: the same SFT-like examples (lengths drawn from a long-tailed
    distribution, 16..512 tokens) trained either bin-packed into 512-token rows
    (flatten_collate, no padding) or 4 examples per padded batch. Reported as real
    (non-padding) tokens per second of training-loop time.
 2. Ray Train (1 worker, rows streamed from a Ray Dataset shard) vs the same worker code
-   driven by a bare HF Trainer in this process, on the same packed rows. Loop time is
-   HF's train_runtime (excludes process/Ray start-up); wall time with start-up is reported too.
+   driven by a bare HF Trainer in this process, on the same packed rows. Reported: the
+   steady-state time per step (after WARMUP_STEPS, from metrics.jsonl), HF's train_runtime
+   (the whole loop, first steps included), and wall time with process/Ray start-up.
 Timings are taken on a shared machine under whatever load it has; treat them as indicative.
 """
 from __future__ import annotations
@@ -25,10 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CUTOFF = 512
+MACHINE_NOTE = ("timings from whatever machine runs this; on a shared 2-core box compare the ratios, not the "
+                "absolute numbers, and expect a few percent of noise between runs")
+WARMUP_STEPS = 10  # excluded from the steady-state step time (allocator warm-up, Ray start-up activity)
 
 
 def bench_model(cache: Path) -> Path:
-    """~10M parameters: hidden 384, 6 layers, the tiny kit's tokenizer (vocab 1024)."""
+    """~10M parameters: hidden 384, 6 layers, the tiny kit's tokenizer (a ~500-token byte-level BPE)."""
     from train.tiny import build_model, tiny_model_path
     from transformers import AutoTokenizer
 
@@ -42,7 +46,7 @@ def bench_model(cache: Path) -> Path:
     return path
 
 
-def examples(n: int, seed: int = 0) -> list:
+def examples(n: int, vocab_size: int, seed: int = 0) -> list:
     """Token-id examples with a realistic long-tailed length spread (median ~90, max 512)."""
     from train.tokenize import EncodedExample
 
@@ -50,7 +54,7 @@ def examples(n: int, seed: int = 0) -> list:
     out = []
     for _ in range(n):
         length = max(16, min(CUTOFF, int(rng.lognormvariate(4.5, 0.7))))
-        ids = [rng.randrange(10, 1000) for _ in range(length)]
+        ids = [rng.randrange(10, vocab_size) for _ in range(length)]  # past the special tokens
         out.append(EncodedExample(input_ids=ids, labels=ids))
     return out
 
@@ -80,7 +84,8 @@ def config(model: Path, **extra):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help="steps of the packed-vs-padded runs")
+    parser.add_argument("--ray-steps", type=int, default=60, dest="ray_steps", help="steps of the Ray-vs-bare runs")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -90,11 +95,15 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = bench_model(Path(os.environ.get("RAYMILL_CACHE", Path.home() / ".cache" / "raymill")))
-    n_params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(model).parameters())
-    exs = examples(2000)
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(model)
+    n_params, vocab_size = sum(p.numel() for p in lm.parameters()), lm.config.vocab_size
+    del lm
+    exs = examples(2000, vocab_size)
     packed = pack_examples(exs, CUTOFF)
     padded = unpacked_rows(exs)
-    results = {"model_params": n_params, "steps": args.steps, "torch_threads": torch.get_num_threads(),
+    results = {"machine_note": MACHINE_NOTE, "model_params": n_params, "steps": args.steps, "torch_threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0]}
 
     # 1. packed vs padded, bare HF Trainer in this process
@@ -115,28 +124,42 @@ def main() -> None:
     results["packed_vs_padded"]["speedup"] = (results["packed_vs_padded"]["packed_tokens_per_s"]
                                               / results["packed_vs_padded"]["padded_tokens_per_s"])
 
-    # 2. Ray Train, 1 worker, vs the bare run above (same rows, same steps)
+    # 2. Ray Train, 1 worker, vs a bare HF Trainer in this process: same packed rows, same steps,
+    # every step logged in both, so the steady-state step time excludes start-up and warm-up.
     import ray
 
     from train.launcher import run_training
+    from train.run_outputs import read_metrics
 
+    def step_times(run_dir: Path) -> list[float]:
+        return [r["time_s"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+
+    def per_step(times: list[float]) -> float:
+        return (times[-1] - times[WARMUP_STEPS]) / (len(times) - 1 - WARMUP_STEPS)
+
+    steps = args.ray_steps
+    r_bare = run_bare(config(model, per_device_batch_size=1, logging_steps=1), packed, steps, work / "bare")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     start = time.perf_counter()
-    cfg = config(model, per_device_batch_size=1, packing=True, max_steps=args.steps, output=str(work / "ray"),
+    cfg = config(model, per_device_batch_size=1, logging_steps=1, max_steps=steps, output=str(work / "ray"),
                  num_workers=1)
-    summary = run_training(cfg, dataset=ray.data.from_items(packed))
+    run_training(cfg, dataset=ray.data.from_items(packed))
     ray_wall = time.perf_counter() - start
-    ray_runtime = summary["final_metrics"].get("train_runtime") or json.loads(
-        (work / "ray" / "metrics.jsonl").read_text().splitlines()[-1])["train_runtime"]
     ray.shutdown()
+    ray_runtime = [r for r in read_metrics(work / "ray" / "metrics.jsonl") if "train_runtime" in r and "loss" not in r]
+    bare_step, ray_step = per_step(step_times(work / "bare")), per_step(step_times(work / "ray"))
+    tokens = real_tokens(packed[:steps])
     results["ray_vs_bare"] = {
-        "bare_tokens_per_s": tok_packed / r_packed["train_runtime_s"],
-        "ray_tokens_per_s": tok_packed / ray_runtime,
-        "bare_wall_s": r_packed["wall_s"], "ray_wall_s_incl_startup": ray_wall,
+        "steps": steps, "warmup_steps_excluded": WARMUP_STEPS,
+        "bare_s_per_step": bare_step, "ray_s_per_step": ray_step,
+        "steady_state_overhead": ray_step / bare_step - 1,
+        "bare_loop_tokens_per_s": tokens / r_bare["train_runtime_s"],
+        "ray_loop_tokens_per_s": tokens / ray_runtime[-1]["train_runtime"],
+        "bare_wall_s": r_bare["wall_s"], "ray_wall_s_incl_startup": ray_wall,
     }
-    results["ray_vs_bare"]["loop_overhead"] = (results["ray_vs_bare"]["bare_tokens_per_s"]
-                                               / results["ray_vs_bare"]["ray_tokens_per_s"] - 1)
+    results["ray_vs_bare"]["loop_overhead_incl_first_steps"] = (
+        results["ray_vs_bare"]["bare_loop_tokens_per_s"] / results["ray_vs_bare"]["ray_loop_tokens_per_s"] - 1)
     results["load_avg_at_end"] = os.getloadavg()[0]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

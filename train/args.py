@@ -87,6 +87,7 @@ class LaunchArguments:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float | None = None  # None: 1, or 0 where the cluster is too small to also feed the data
+    torch_threads: int | None = None  # CPU runs: None = the node's cores split between its workers
     deepspeed: str | None = None  # zero0 | zero2 | zero3 | zero2_offload | zero3_offload | path
     resume: bool = False
     overwrite_output: bool = False
@@ -220,6 +221,8 @@ def validate_config(config: TrainConfig) -> None:
         value = getattr(t, name, None) if hasattr(t, name) else getattr(l, name)
         if value < 1:
             raise TrainConfigError(f"{name} must be >= 1, got {value}")
+    if l.torch_threads is not None and l.torch_threads < 1:
+        raise TrainConfigError(f"torch_threads must be >= 1, got {l.torch_threads}")
     if t.max_steps <= 0 and t.num_train_epochs <= 0:
         raise TrainConfigError("set max_steps > 0 or num_train_epochs > 0")
     if not 0.0 <= t.warmup_ratio < 1.0 or not 0.0 <= t.decay_ratio <= 1.0:
