@@ -121,3 +121,17 @@ def test_nonexistent_model_and_qlora_without_bitsandbytes(tmp_path, monkeypatch)
                         lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
     with pytest.raises(ModelLoadError, match="needs the bitsandbytes package"):
         model_loading.quantization_config(cfg.finetuning, None)
+
+
+def test_worker_threads_option():
+    import torch
+
+    from train.worker import configure_worker_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_worker_threads(parse_train_config({"torch_threads": 1})) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(TrainConfigError, match="torch_threads must be >= 1"):
+        parse_train_config({"torch_threads": 0})
