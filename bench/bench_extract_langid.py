@@ -1,10 +1,12 @@
-"""Benchmark: extraction quality, language-ID accuracy and single-core throughput of
-read -> URL filter -> extract -> language ID, on ../shared/data.
+"""Benchmark: extraction quality and language-ID accuracy on ../shared/data, with the
+settings the pipeline uses by default (read from curate/default_config.yaml) and a few
+alternatives for comparison.
 
-    python bench/bench_extract_langid.py [--shared ../shared/data] [--pages 2000]
+    python bench/bench_extract_langid.py [--shared ../shared/data]
 
-Writes bench/results/extract_langid.json. Timings are wall-clock on one core in this
-process; the development machines are shared, so treat them as taken under load.
+Writes bench/results/extract_langid.json. Extraction speed here is the ExtractStage alone
+in this process (one core); throughput of the whole pipeline on Ray Data versus bare
+library calls is bench/bench_curate_throughput.py.
 """
 from __future__ import annotations
 
@@ -15,19 +17,16 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from curate.config import default_config  # noqa: E402
 from curate.extract import ExtractStage  # noqa: E402
 from curate.extract_quality import token_f1  # noqa: E402
-from curate.langid import LangIdStage, normalize_for_lid  # noqa: E402
-from curate.readers import iter_file  # noqa: E402
-from curate.sample_crawl import WarcRecord, write_warc  # noqa: E402
-from curate.url_filter import UrlFilterStage  # noqa: E402
+from curate.langid import LangIdStage  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 
@@ -53,8 +52,8 @@ def extraction_quality(pages, settings: dict) -> dict:
             "pages_per_s": round(len(pages) / seconds, 1)}
 
 
-def langid_accuracy(shared: Path) -> dict:
-    stage = LangIdStage()
+def langid_accuracy(shared: Path, settings: dict) -> dict:
+    stage = LangIdStage(settings)
     per_lang, total_ok, total = {}, 0, 0
     start = time.perf_counter()
     for f in sorted((shared / "langid").glob("*.txt")):
@@ -65,52 +64,13 @@ def langid_accuracy(shared: Path) -> dict:
         total_ok += ok
         total += len(lines)
     seconds = time.perf_counter() - start
-    return {"sentences": total, "languages": len(per_lang), "accuracy": round(total_ok / total, 4),
+    return {"settings": settings, "sentences": total, "languages": len(per_lang), "accuracy": round(total_ok / total, 4),
             "per_language": per_lang, "sentences_per_s": round(total / seconds, 1)}
-
-
-def throughput(pages, target_pages: int, settings: dict, batch_rows: int = 64) -> dict:
-    """Pipeline (our readers + stages on Arrow batches) vs bare trafilatura + fastText calls
-    on the same pages, both in a plain single-threaded loop, steady state."""
-    import trafilatura
-
-    with tempfile.TemporaryDirectory() as tmp:
-        warc = write_warc(Path(tmp) / "web.warc.gz", [WarcRecord(p[1], p[2]) for p in pages])
-        rounds = -(-target_pages // len(pages))
-        url_filter, extract, langid = UrlFilterStage(), ExtractStage(settings), LangIdStage()
-        # Warm-up pass: imports, lazy caches, model load are not steady state.
-        for table in iter_file(warc, {"batch_rows": batch_rows}):
-            langid(extract(url_filter(table)))
-        model, cfg = langid.model, extract.config
-        kept = n = 0
-        pipeline_s = bare_s = 0.0
-        # Alternate pipeline and bare passes round by round, so that both see the same
-        # load on a shared machine instead of one of them catching a busy spell.
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for table in iter_file(warc, {"batch_rows": batch_rows}):
-                out = langid(extract(url_filter(table)))
-                n += out.num_rows
-                kept += out.column("drop_reason").null_count
-            pipeline_s += time.perf_counter() - start
-            start = time.perf_counter()
-            for _, url, html, _ in pages:
-                text = trafilatura.extract(html, url=url, favor_precision=cfg.favor_precision, fast=cfg.fast,
-                                           include_comments=cfg.include_comments, include_tables=cfg.include_tables) or ""
-                model.predict([normalize_for_lid(text, 2000)], k=1)
-            bare_s += time.perf_counter() - start
-    total = rounds * len(pages)
-    return {"settings": settings, "pages": total, "kept": kept, "pipeline_pages_per_s": round(n / pipeline_s, 1),
-            "bare_library_pages_per_s": round(total / bare_s, 1),
-            "pipeline_overhead": round(pipeline_s / bare_s - 1, 4)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--pages", type=int, default=2000, help="pages for the throughput loop (replicated)")
-    parser.add_argument("--throughput", nargs="*", default=["precision", "precision_fast"],
-                        help="extraction settings to time in the throughput loop")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "extract_langid.json")
     args = parser.parse_args()
     if not (args.shared / "web").is_dir():
@@ -119,33 +79,29 @@ def main() -> None:
     load_before = os.getloadavg()
     pages = load_web(args.shared)
 
-    settings = {"precision": {"favor_precision": True, "fast": False},
+    defaults = default_config()
+    pipeline_extract = {k: v for k, v in defaults["extract"].items() if k != "enabled"}
+    settings = {"pipeline_default": pipeline_extract,
+                "precision": {"favor_precision": True, "fast": False},
                 "precision_fast": {"favor_precision": True, "fast": True},
-                "default": {"favor_precision": False, "fast": False},
-                "fast": {"favor_precision": False, "fast": True}}
+                "trafilatura_default": {"favor_precision": False, "fast": False},
+                "trafilatura_fast": {"favor_precision": False, "fast": True}}
     quality = {}
     for name, s in settings.items():
         quality[name] = extraction_quality(pages, s)
         print(name, quality[name], flush=True)
-    lid = langid_accuracy(args.shared)
+    lid = langid_accuracy(args.shared, {k: v for k, v in defaults["langid"].items() if k != "enabled"})
     print("langid", {k: v for k, v in lid.items() if k != "per_language"}, flush=True)
-    speed = {}
-    for name in args.throughput:
-        speed[name] = throughput(pages, args.pages, settings[name])
-        print("throughput", name, speed[name], flush=True)
 
     result = {
         "benchmark": "extract_langid",
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average_1_5_15_before": [round(x, 1) for x in load_before],
                     "load_average_1_5_15_after": [round(x, 1) for x in os.getloadavg()],
-                    "note": "shared development machine (2 cores, other jobs running): timings are under load; "
-                            "pipeline and bare passes alternate round by round so both see the same load"},
+                    "note": "shared development machine (2 cores, other jobs running): timings are under load"},
         "extraction": quality,
         "langid": lid,
-        "throughput_single_core": speed,
-        "targets": {"mean_token_f1": 0.95, "langid_accuracy": 0.98, "pipeline_overhead_max": 0.15,
-                    "pages_per_s_one_core": 33},
+        "targets": {"mean_token_f1": 0.95, "langid_accuracy": 0.98},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
