@@ -32,10 +32,13 @@ def ray_head():
     # One static token shared by the head node, the job driver and the CLI (highest-precedence source).
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    gcs_port, dash_port = free_port(), free_port()
+    gcs_port, dash_port, agent_port = free_port(), free_port(), free_port()
+    # The job agent's HTTP port defaults to a fixed 52365: another Ray on the machine would hold it
+    # and `ray job submit` would then time out waiting for an agent.
     start = subprocess.run(
         [RAY, "start", "--head", "--num-cpus=2", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash_port}", "--include-dashboard=true", "--disable-usage-stats"],
+         f"--dashboard-port={dash_port}", f"--dashboard-agent-listen-port={agent_port}",
+         "--include-dashboard=true", "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180,
     )
     if start.returncode != 0:
