@@ -4,9 +4,12 @@ bench/results/curate_throughput.json (extraction F1 and LID accuracy: bench_extr
 
     python bench/bench_curate_throughput.py [--shared ../shared/data] [--pages 2070] [--repeat 3]
                                             [--only bare,inproc,core1,core1_free,all1,core2,memory]
+                                            (also: bare_fast,core1_fast)
 
-Input: the 90 real pages of shared/data/web, replicated into one WARC.gz (each copy on
-its own URL) until it holds --pages records.
+Input: the 90 real pages of shared/data/web, replicated (each copy on its own URL) until
+there are --pages records, split over 8 WARC.gz files as a crawl arrives (with as many
+files as workers the pipeline reads inside its actors); core2_1file uses one WARC.gz
+(then a read task feeds the actors).
 
 Variants (each in a fresh subprocess pinned to the listed cores with os.sched_setaffinity;
 Ray's own processes inherit the pinning):
@@ -19,7 +22,9 @@ Ray's own processes inherit the pinning):
   and read/write tasks may use the second core, as on any multi-core node.
 - all1 [core 0]: every per-row stage of the default config (line cleaning, PII, sensitive
   label and rule filter too; dedup, a global stage, off).
-- core2 [cores 0,1]: as core1 with num_cpus=2 (two actors).
+- core2 [cores 0,1]: as core1 with num_cpus=2 (two actors); core2_1file: the same pages in
+  one WARC.gz.
+- bare_fast / core1_fast: bare and core1 with trafilatura's fast mode (extract.fast=true).
 Steady state: after a warm-up pass, the pipeline output is iterated in the driver for
 --pages/5 and for --pages pages in one Ray session; the rate is the extra pages over the
 extra seconds, so Ray start-up, actor start, model load and filling/draining the stream
@@ -39,6 +44,7 @@ import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RESULT = REPO / "bench" / "results" / "curate_throughput.json"
+FILES = 8  # WARC files the pages are split over (the read then runs inside the actors)
 CORE_STAGES = ("url_filter", "extract", "langid", "heuristics")
 ALL_ROW_STAGES = ("url_filter", "extract", "langid", "heuristics", "clean_lines", "pii", "sensitive", "filter")
 
@@ -63,7 +70,10 @@ def load_pages(shared: Path) -> list[tuple[str, bytes]]:
     return [(truth[k]["url"], gzip.decompress((web / "html" / f"{k}.html.gz").read_bytes())) for k in sorted(truth)]
 
 
-def write_crawl(shared: Path, pages: int, path: Path) -> Path:
+def write_crawl(shared: Path, pages: int, path: Path, files: int = 1) -> Path:
+    """`pages` records (the shared pages replicated, each copy on its own URL) in one
+    WARC.gz at `path`, or, with files > 1, split over that many WARC.gz files in the
+    directory `path` (a crawl arrives as many files)."""
     from curate.sample_crawl import WarcRecord, write_warc
 
     base = load_pages(shared)
@@ -72,14 +82,24 @@ def write_crawl(shared: Path, pages: int, path: Path) -> Path:
         url, html = base[i % len(base)]
         sep = "&" if "?" in url else "?"
         records.append(WarcRecord(f"{url}{sep}copy={i // len(base)}" if i >= len(base) else url, html))
-    return write_warc(path, records)
+    if files <= 1:
+        return write_warc(path, records)
+    path.mkdir(parents=True, exist_ok=True)
+    per = -(-len(records) // files)
+    for k in range(files):
+        write_warc(path / f"part-{k:03d}.warc.gz", records[k * per:(k + 1) * per])
+    return path
 
 
 def pipeline_config(stages: tuple[str, ...], workers: int) -> dict:
+    """The default config with only `stages` enabled; BENCH_EXTRACT_FAST=1 turns on
+    trafilatura's fast mode (the *_fast variants)."""
     from curate.config import STAGE_ORDER, merge_config
 
     user = {name: {"enabled": name in stages} for name in STAGE_ORDER}
     user["runtime"] = {"workers": workers}
+    if os.environ.get("BENCH_EXTRACT_FAST") == "1":
+        user["extract"]["fast"] = True
     return merge_config(user)
 
 
@@ -92,10 +112,10 @@ def child_bare(crawl: Path) -> dict:
     from curate.config import default_config
     from curate.heuristics import document_labels
     from curate.langid import default_model_path, load_fasttext, normalize_for_lid
-    from curate.readers import iter_file
+    from curate.readers import iter_inputs
 
-    pages = [(r["url"], r["raw"]) for t in iter_file(crawl) for r in t.select(["url", "raw"]).to_pylist()]
-    ex = {**default_config()["extract"]}
+    pages = [(r["url"], r["raw"]) for t in iter_inputs(crawl) for r in t.select(["url", "raw"]).to_pylist()]
+    ex = pipeline_config(CORE_STAGES, 1)["extract"]
     max_chars = default_config()["langid"].get("max_chars", 2000)
     model = load_fasttext(default_model_path())
 
@@ -180,14 +200,14 @@ def child_inproc(crawl: Path) -> dict:
     stage code itself (Arrow conversions, decoding, drop bookkeeping) over the bare calls."""
     from curate.config import parse_config
     from curate.pipeline import check_stages
-    from curate.readers import iter_file
+    from curate.readers import iter_inputs
 
     stages = [f() for _, f, _ in check_stages(parse_config(pipeline_config(CORE_STAGES, 1)))]
     batch = parse_config(pipeline_config(CORE_STAGES, 1)).runtime.batch_size
 
     def run(limit: int | None = None) -> int:
         n = 0
-        for table in iter_file(crawl, {"batch_rows": batch}):
+        for table in iter_inputs(crawl, {"batch_rows": batch}):
             for stage in stages:
                 table = stage(table)
             n += table.num_rows
@@ -213,6 +233,9 @@ def child_pipeline(small: Path, big: Path, stages: tuple[str, ...], workers: int
     """
     import ray
 
+    from curate.pipeline import prepare_embedded_ray
+
+    prepare_embedded_ray(workers)  # as jobs/curate.py does
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     meter = CpuMeter()
@@ -268,8 +291,9 @@ def child_memory(crawl: Path, workers: int) -> dict:
     import ray
 
     from curate.config import STAGE_ORDER, parse_config
-    from curate.pipeline import run_curate
+    from curate.pipeline import prepare_embedded_ray, run_curate
 
+    prepare_embedded_ray(workers)  # as jobs/curate.py does
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     stages = tuple(s for s in STAGE_ORDER if s not in ("dedup", "quality"))
@@ -284,10 +308,11 @@ def child_memory(crawl: Path, workers: int) -> dict:
             "peak_rss_sum_mib": round(mem.peak_rss / 2**20, 1)}
 
 
-def run_child(args: list[str], cores: list[int]) -> dict:
+def run_child(args: list[str], cores: list[int], fast: bool = False) -> dict:
     """Run this script as a child pinned to `cores`; return its JSON result."""
     cmd = [sys.executable, __file__, "--child", *args, "--cores", ",".join(map(str, cores))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "BENCH_EXTRACT_FAST": "1" if fast else "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -327,8 +352,10 @@ def main() -> None:
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        crawl = write_crawl(args.shared, args.pages, Path(tmp) / "web.warc.gz")
-        small = write_crawl(args.shared, max(90, args.pages // 5), Path(tmp) / "small.warc.gz")
+        crawl = write_crawl(args.shared, args.pages, Path(tmp) / "web", files=FILES)
+        small = write_crawl(args.shared, max(90, args.pages // 5), Path(tmp) / "small", files=FILES)
+        crawl1 = write_crawl(args.shared, args.pages, Path(tmp) / "web.warc.gz")
+        small1 = write_crawl(args.shared, max(90, args.pages // 5), Path(tmp) / "small.warc.gz")
         thr = result.setdefault("throughput", {})
         # name -> (child args, cores). Pipelines: (stages, workers); `workers` is also the
         # embedded Ray's num_cpus. core1_free: one worker, but Ray's own processes (driver,
@@ -338,7 +365,10 @@ def main() -> None:
                 "core1": (["pipeline", str(small), str(crawl), ",".join(CORE_STAGES), "1"], [0]),
                 "core1_free": (["pipeline", str(small), str(crawl), ",".join(CORE_STAGES), "1"], [0, 1]),
                 "all1": (["pipeline", str(small), str(crawl), ",".join(ALL_ROW_STAGES), "1"], [0]),
-                "core2": (["pipeline", str(small), str(crawl), ",".join(CORE_STAGES), "2"], [0, 1])}
+                "core2": (["pipeline", str(small), str(crawl), ",".join(CORE_STAGES), "2"], [0, 1]),
+                "core2_1file": (["pipeline", str(small1), str(crawl1), ",".join(CORE_STAGES), "2"], [0, 1]),
+                "bare_fast": (["bare", str(crawl)], [0]),
+                "core1_fast": (["pipeline", str(small), str(crawl), ",".join(CORE_STAGES), "1"], [0])}
         # Round-robin repeats, so every variant sees the machine's changing load alike;
         # each variant reports its best run (the least disturbed) and all runs.
         fresh: dict[str, list[dict]] = {}
@@ -346,7 +376,7 @@ def main() -> None:
             for name, (child, cores) in runs.items():
                 if name not in parts:
                     continue
-                got = run_child(child, cores)
+                got = run_child(child, cores, fast=name.endswith("_fast"))
                 print(name, got, flush=True)
                 fresh.setdefault(name, []).append(got)
                 best = max(fresh[name], key=lambda r: r["pages_per_s"])
@@ -355,9 +385,9 @@ def main() -> None:
             base = max(90, args.pages // 4)
             mem = {}
             for name, n in (("1x", base), ("10x", base * 10)):
-                path = write_crawl(args.shared, n, Path(tmp) / f"mem-{name}.warc.gz")
+                path = write_crawl(args.shared, n, Path(tmp) / f"mem-{name}", files=FILES)
                 mem[name] = run_child(["memory", str(path), "2"], [0, 1])
-                path.unlink()
+                shutil.rmtree(path)
                 print("memory", name, mem[name], flush=True)
             mem["growth"] = round(mem["10x"]["peak_pss_mib"] / mem["1x"]["peak_pss_mib"], 3)
             result["memory"] = mem
@@ -370,6 +400,8 @@ def main() -> None:
         for name in ("inproc", "core1", "core1_free", "all1"):
             if name in rate:
                 summary[f"overhead_{name}_vs_bare"] = round(rate["bare"] / rate[name] - 1, 4)
+    if {"bare_fast", "core1_fast"} <= rate.keys():
+        summary["overhead_core1_fast_vs_bare_fast"] = round(rate["bare_fast"] / rate["core1_fast"] - 1, 4)
     if {"core1", "core2"} <= rate.keys():
         summary["speedup_2_workers_2_cores_vs_1_worker_1_core"] = round(rate["core2"] / rate["core1"], 3)
     if {"core1_free", "core2"} <= rate.keys():

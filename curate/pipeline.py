@@ -291,16 +291,25 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
     """Lazy Ray Dataset of every input row after all enabled stages (nothing runs yet)."""
     import ray
 
-    from curate.readers import read_inputs
+    from curate.readers import expand_inputs, read_inputs
 
     plan = plan or check_stages(config)
     task_cpus = config.runtime.task_cpus
-    ds, family = read_inputs(inputs, config.read, num_cpus=task_cpus)
-    # One read task per file yields few large blocks; cut them to batch-sized blocks
-    # (streaming, no shuffle) so every worker gets work even from a single WARC file.
-    ds = _repartition_rows(ds, config.runtime.batch_size, task_cpus)
     workers = config.runtime.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     batch_size = config.runtime.batch_size
+    files = expand_inputs(inputs)
+    first_segment = plan[:next((i for i, (n, _, _) in enumerate(plan) if n == DEDUP_STAGE), len(plan))]
+    if len(files) >= workers and any(actor for _, _, actor in first_segment):
+        # Enough files to keep every worker busy: give the read the actors' CPU share, so
+        # Ray fuses it into the actor pool and each actor reads its files itself. Raw
+        # HTML then never crosses the object store, and no read task needs a worker of
+        # its own (bench/bench_curate_throughput.py: the cheapest layout on one core).
+        ds, family = read_inputs(files, config.read, num_cpus=config.runtime.actor_cpus)
+    else:
+        # Fewer files than workers (e.g. one big WARC): read tasks yield few large blocks;
+        # cut them to batch-sized blocks (streaming, no shuffle) so every worker gets work.
+        ds, family = read_inputs(files, config.read, num_cpus=task_cpus)
+        ds = _repartition_rows(ds, batch_size, task_cpus)
     segment: list[tuple[str, Callable, bool]] = []
 
     def flush(ds):
@@ -355,6 +364,22 @@ def _run_dedup(ds, section: dict, task_cpus: float | None = None):
         log.warning("dedup is enabled but curate.dedup cannot run (%s): skipping it", exc)
         return ds
     return ds.map_batches(fill_dedup_stage, batch_format="pyarrow", num_cpus=task_cpus)
+
+
+def prepare_embedded_ray(num_cpus: int | None = None) -> None:
+    """Worker-pool setting for a Ray that this process starts itself (call before
+    ray.init; a cluster joined through RAY_ADDRESS keeps its own settings).
+
+    The pipeline keeps more worker processes alive than there are CPUs: one actor per
+    CPU plus read and write tasks. Ray's default soft limit on workers (the CPU count)
+    makes the raylet kill the idle task workers and start new ones for the next tasks,
+    each paying ~1.5 s of imports: about a tenth of a core on a 1-CPU run. On a cluster,
+    set RAY_num_workers_soft_limit the same way when starting the nodes.
+    """
+    import os
+
+    cpus = num_cpus or os.cpu_count() or 1
+    os.environ.setdefault("RAY_num_workers_soft_limit", str(2 * cpus + 4))
 
 
 def stage_names(plan, family: str = "raw_page") -> list[str]:

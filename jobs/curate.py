@@ -25,7 +25,7 @@ from jobs.common import add_config_arguments, init_ray, load_config, run_main  #
 
 def main(argv: list[str] | None = None) -> dict:
     from curate.config import default_config, parse_config
-    from curate.pipeline import DEFAULT_OUTPUT, run_curate
+    from curate.pipeline import DEFAULT_OUTPUT, prepare_embedded_ray, run_curate
     from curate.readers import InputError, check_inputs, expand_inputs
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     except InputError as exc:
         raise ValueError(str(exc)) from None
 
+    if not os.environ.get("RAY_ADDRESS"):
+        prepare_embedded_ray(config.runtime.num_cpus)
     init_ray(config.runtime.num_cpus)
     summary = run_curate(config, inputs, output)
     print(json.dumps(summary, indent=2))

@@ -122,23 +122,39 @@ def test_jsonl_documents_skip_extraction_and_count_bad_lines(tmp_path, ray_sessi
     assert summary["kept"] == 6
 
 
-def test_plan_fits_a_one_cpu_cluster(tmp_path, ray_session):
-    # Every operator asks for a fraction of a CPU, so one read task, the actor and one
-    # write task fit on a single CPU (a whole-CPU task there would wait forever).
-    from curate.pipeline import build_dataset
-
-    crawl = write_warc(tmp_path / "c.warc", [WarcRecord("https://a.example/1", b"<html><body>x</body></html>")])
-    config = parse_config(merge_config({"dedup": {"enabled": False}, "runtime": {"workers": 1}}))
-    ds, _ = build_dataset(config, [str(crawl)])
+def _cpu_asks(ds) -> dict[str, float]:
     asks, op = {}, ds._logical_plan.dag
     while op is not None:
         args = getattr(op, "ray_remote_args", None)
         if args is not None:
             asks[op.name] = args.get("num_cpus", 1)
         op = op.input_dependencies[0] if op.input_dependencies else None
-    assert any("StreamingRepartition" in n for n in asks) and any("ChainActor" in n for n in asks)
-    actor = max(v for n, v in asks.items() if "ChainActor" in n)
-    assert actor + 2 * max(v for n, v in asks.items() if "ChainActor" not in n) <= 1, asks
+    return asks
+
+
+def test_plan_fits_small_clusters_and_reads_inside_actors(tmp_path, ray_session):
+    # Every operator asks for a fraction of a CPU, so the actors, one read and one write
+    # task fit even on a 1-CPU cluster (a whole-CPU task there would wait forever).
+    from curate.pipeline import build_dataset
+
+    html = b"<html><body><article><p>" + b"A sentence with words. " * 20 + b"</p></article></body></html>"
+    crawl = write_warc(tmp_path / "c.warc", [WarcRecord(f"https://a.example/{i}", html) for i in range(3)])
+    base = {"dedup": {"enabled": False}, "filter": {"enabled": False}}
+    # As many files as workers: the read gets the actors' share and Ray fuses it into them.
+    ds, _ = build_dataset(parse_config(merge_config({**base, "runtime": {"workers": 1}})), [str(crawl)])
+    asks = _cpu_asks(ds)
+    assert not any("StreamingRepartition" in n for n in asks)
+    read = next(v for n, v in asks.items() if "_ReadFiles" in n)
+    actor = next(v for n, v in asks.items() if "ChainActor" in n)
+    assert read == actor and actor + 2 * max(v for n, v in asks.items() if "finalize" in n) <= 1, asks
+    assert len(ds.take_all()) == 3
+    assert "MapBatches(_ReadFiles)->MapBatches(ChainActor)" in ds.stats()
+    # Fewer files than workers: a read task cuts the stream into batch-sized blocks.
+    ds, _ = build_dataset(parse_config(merge_config({**base, "runtime": {"workers": 2}})), [str(crawl)])
+    asks = _cpu_asks(ds)
+    actor = next(v for n, v in asks.items() if "ChainActor" in n)
+    others = [v for n, v in asks.items() if "ChainActor" not in n]
+    assert any("StreamingRepartition" in n for n in asks) and 2 * actor + 2 * max(others) <= 2, asks
 
 
 def _f1(pred: str, gold: str) -> float:
