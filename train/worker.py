@@ -206,6 +206,33 @@ def configure_worker_threads(cfg: TrainConfig) -> int:
     return threads
 
 
+SHM_COMM_ENV = "RAYMILL_DEEPSPEED_SHM_COMM"
+
+
+def skip_deepspeed_jit_comm_build(cfg: TrainConfig) -> bool:
+    """Keep DeepSpeed on CPU from JIT-compiling its shared-memory collectives; True if skipped.
+
+    `deepspeed.initialize` on the CPU accelerator compiles `deepspeed_shm_comm` with the
+    C++ toolchain behind a lock file in ~/.cache/torch_extensions. The build takes minutes
+    on a small machine, and a worker killed mid-build (a timeout, Ctrl-C) leaves the lock
+    behind, after which every later run waits on it forever. gloo does the same collectives
+    without a build; set RAYMILL_DEEPSPEED_SHM_COMM=1 to have DeepSpeed build and use the op.
+    """
+    if cfg.launch.use_gpu or not cfg.launch.deepspeed or os.environ.get(SHM_COMM_ENV) == "1":
+        return False
+    import deepspeed.ops
+
+    # DeepSpeed's comm backend builds the op only if its compatibility probe said yes.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return True
+
+
+def prepare_worker(cfg: TrainConfig) -> None:
+    """What every Ray Train worker sets up before it builds a trainer."""
+    configure_worker_threads(cfg)
+    skip_deepspeed_jit_comm_build(cfg)
+
+
 @contextlib.contextmanager
 def restored_checkpoint(loop_config: dict) -> Iterator[str | None]:
     """The HF checkpoint directory a Ray Train worker resumes from, or None.
@@ -236,7 +263,7 @@ def causal_lm_train_loop(loop_config: dict) -> None:
     from train.args import parse_train_config
 
     cfg = parse_train_config(loop_config["train"])
-    configure_worker_threads(cfg)
+    prepare_worker(cfg)
     collate = loop_config.get("collate")
     shard = ray.train.get_dataset_shard("train")
     with restored_checkpoint(loop_config) as resume_from:

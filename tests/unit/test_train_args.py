@@ -135,3 +135,21 @@ def test_worker_threads_option():
         torch.set_num_threads(before)
     with pytest.raises(TrainConfigError, match="torch_threads must be >= 1"):
         parse_train_config({"torch_threads": 0})
+
+
+def test_cpu_deepspeed_workers_never_jit_build_the_shm_comm_op(monkeypatch):
+    """A killed shm-op build leaves a lock that hangs every later ZeRO run on CPU: the workers
+    must not start that build unless asked to."""
+    import deepspeed.ops
+    from deepspeed.comm.torch import build_shm_op
+
+    from train.worker import SHM_COMM_ENV, skip_deepspeed_jit_comm_build
+
+    monkeypatch.setitem(deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm", True)
+    monkeypatch.setenv(SHM_COMM_ENV, "1")
+    assert not skip_deepspeed_jit_comm_build(parse_train_config({"deepspeed": "zero2"}))
+    assert deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] is True
+    monkeypatch.delenv(SHM_COMM_ENV)
+    assert not skip_deepspeed_jit_comm_build(parse_train_config({}))  # no DeepSpeed, nothing to change
+    assert skip_deepspeed_jit_comm_build(parse_train_config({"deepspeed": "zero2"}))
+    assert build_shm_op() is None  # what DeepSpeed's comm backend calls: returns without compiling

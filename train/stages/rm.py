@@ -22,7 +22,7 @@ from train.losses import pairwise_rm_loss
 from train.reward_model import build_reward_model, save_reward_model, sequence_rewards
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
-from train.worker import StreamBatches, StreamTrainer, configure_worker_threads, restored_checkpoint
+from train.worker import StreamBatches, StreamTrainer, prepare_worker, restored_checkpoint
 
 STAGE = "rm"
 HEAD = "score"
@@ -178,7 +178,7 @@ def train_loop(loop_config: dict) -> None:
     from train.args import parse_train_config
 
     cfg = parse_train_config(loop_config["train"])
-    configure_worker_threads(cfg)
+    prepare_worker(cfg)
     shard = ray.train.get_dataset_shard("train")
     with restored_checkpoint(loop_config) as resume_from:
         metrics = run_reward_model(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
