@@ -7,9 +7,8 @@ bench/results/curate_throughput.json (extraction F1 and LID accuracy: bench_extr
                                             (also: bare_fast,core1_fast)
 
 Input: the 90 real pages of shared/data/web, replicated (each copy on its own URL) until
-there are --pages records, split over 8 WARC.gz files as a crawl arrives (with as many
-files as workers the pipeline reads inside its actors); core2_1file uses one WARC.gz
-(then a read task feeds the actors).
+there are --pages records, split over 8 WARC.gz files as a crawl arrives; core2_1file uses
+one WARC.gz. Read tasks feed the actors batch-sized blocks either way.
 
 Variants (each in a fresh subprocess pinned to the listed cores with os.sched_setaffinity;
 Ray's own processes inherit the pinning):
@@ -30,9 +29,11 @@ Steady state: after a warm-up pass, the pipeline output is iterated in the drive
 extra seconds, so Ray start-up, actor start, model load and filling/draining the stream
 cancel out (CPU seconds of every process of the tree likewise). The loops run one
 warm-up pass first. Variants run round-robin --repeat times; each reports its best run.
-- memory: the default job path (run_curate, Parquet output, dedup off) on N/4 and 10*N/4
-  pages with 2 workers on 2 cores; peak of the summed PSS of the driver and every Ray
-  process (sampled every 0.2 s), so shared memory (the object store) is counted once.
+- memory: the default job path (run_curate, Parquet output, dedup off) on --memory-pages
+  and 10x as many pages (8 files each) with 2 workers on 2 cores; peak of the summed PSS of
+  the driver and every Ray process (sampled every 0.2 s), so shared memory (the object
+  store) is counted once. The base must be past warm-up: with only ~65 pages per file a
+  reader never fills one table, and the base run then understates the steady state.
 
 The machine is shared (2 cores, other jobs running): the load average is recorded
 before and after; treat timings as taken under that load.
@@ -57,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RESULT = REPO / "bench" / "results" / "curate_throughput.json"
-FILES = 8  # WARC files the pages are split over (the read then runs inside the actors)
+FILES = 8  # WARC files the pages are split over, as a crawl arrives
 CORE_STAGES = ("url_filter", "extract", "langid", "heuristics")
 ALL_ROW_STAGES = ("url_filter", "extract", "langid", "heuristics", "clean_lines", "pii", "sensitive", "filter")
 
@@ -236,7 +237,7 @@ def child_pipeline(small: Path, big: Path, stages: tuple[str, ...], workers: int
     from curate.pipeline import prepare_embedded_ray
 
     prepare_embedded_ray(workers)  # as jobs/curate.py does
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     meter = CpuMeter()
     _iterate(small, stages, workers, meter)  # warm-up: the first pass also pays imports in fresh workers
@@ -261,6 +262,7 @@ class _PeakMemory:
 
         self.psutil, self.interval = psutil, interval
         self.peak_pss = self.peak_rss = 0
+        self.at_peak: list[tuple[str, float]] = []  # (process name, PSS MiB, USS MiB) of the biggest, at the PSS peak
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -268,13 +270,18 @@ class _PeakMemory:
         me = self.psutil.Process()
         while not self.stop.is_set():
             pss = rss = 0
+            per_process = []
             for p in [me] + me.children(recursive=True):
                 try:
                     info = p.memory_full_info()
-                    pss += info.pss
-                    rss += info.rss
+                    name = " ".join(p.cmdline()[:1])[-60:]
                 except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
                     continue
+                pss += info.pss
+                rss += info.rss
+                per_process.append((name, round(info.pss / 2**20, 1), round(info.uss / 2**20, 1)))
+            if pss > self.peak_pss:
+                self.at_peak = sorted(per_process, key=lambda x: -x[1])[:6]
             self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             self.stop.wait(self.interval)
 
@@ -294,7 +301,7 @@ def child_memory(crawl: Path, workers: int) -> dict:
     from curate.pipeline import prepare_embedded_ray, run_curate
 
     prepare_embedded_ray(workers)  # as jobs/curate.py does
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     stages = tuple(s for s in STAGE_ORDER if s not in ("dedup", "quality"))
     config = parse_config(pipeline_config(stages, workers))
@@ -305,7 +312,7 @@ def child_memory(crawl: Path, workers: int) -> dict:
     ray.shutdown()
     return {"pages": summary["rows_in"], "kept": summary["kept"], "workers": workers,
             "wall_seconds": round(seconds, 2), "peak_pss_mib": round(mem.peak_pss / 2**20, 1),
-            "peak_rss_sum_mib": round(mem.peak_rss / 2**20, 1)}
+            "peak_rss_sum_mib": round(mem.peak_rss / 2**20, 1), "largest_processes_at_peak_pss_mib": mem.at_peak}
 
 
 def run_child(args: list[str], cores: list[int], fast: bool = False) -> dict:
@@ -324,6 +331,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--pages", type=int, default=2070, help="pages for the throughput runs (>= 2000)")
+    parser.add_argument("--memory-pages", type=int, default=2070, help="pages of the memory run's 1x input")
     parser.add_argument("--repeat", type=int, default=1, help="round-robin repeats of each throughput variant")
     parser.add_argument("--only", default="bare,inproc,core1,core1_free,all1,core2,memory",
                         help="comma-separated parts to (re)run; results of other parts are kept")
@@ -382,7 +390,7 @@ def main() -> None:
                 best = max(fresh[name], key=lambda r: r["pages_per_s"])
                 thr[name] = {**best, "cores": cores, "pages_per_s_all_runs": [r["pages_per_s"] for r in fresh[name]]}
         if "memory" in parts:
-            base = max(90, args.pages // 4)
+            base = args.memory_pages
             mem = {}
             for name, n in (("1x", base), ("10x", base * 10)):
                 path = write_crawl(args.shared, n, Path(tmp) / f"mem-{name}", files=FILES)
@@ -417,7 +425,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average_1_5_15_before": [round(x, 1) for x in load_before],
                     "load_average_1_5_15_after": [round(x, 1) for x in os.getloadavg()],
-                    "note": "shared development machine (2 cores, other jobs running): timings are under load"},
+                    "note": "2-core development machine; the load averages before and after show whether other jobs ran"},
         "targets": {"pipeline_overhead_max": 0.15, "speedup_2_workers_min": 1.7, "pages_per_s_one_core_min": 33,
                     "memory_growth_10x_max": 1.3},
     })

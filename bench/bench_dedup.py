@@ -243,7 +243,7 @@ def scaling(n_small: int, pool: list[str], config: DedupConfig, use_ray: bool) -
         from curate.dedup.distributed import deduplicate
 
         if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ray.data.from_items([{"x": 1}]).materialize()  # start workers before timing

@@ -139,7 +139,7 @@ def main() -> None:
 
     steps = args.ray_steps
     r_bare = run_bare(config(model, per_device_batch_size=1, logging_steps=1), packed, steps, work / "bare")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     start = time.perf_counter()
     cfg = config(model, per_device_batch_size=1, logging_steps=1, max_steps=steps, output=str(work / "ray"),

@@ -144,7 +144,7 @@ def main() -> None:
 
         from train.ingest import build_train_dataset
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "sft.jsonl"

@@ -43,6 +43,10 @@ class Runtime:
     # write task run beside them even on a 1-CPU cluster (a whole CPU per task would
     # leave the reader waiting for a CPU the actor holds: the job would hang).
     task_cpus: float = 0.25
+    # Object-store memory the pipeline's in-flight blocks may use, per worker (MiB; None =
+    # Ray Data's default share of the store). Reading outruns extraction by far, so without
+    # a cap the reader fills Ray Data's default budget and peak memory grows with the input.
+    inflight_mb_per_worker: int | None = 64
 
 
 @dataclass
@@ -97,7 +101,7 @@ def parse_config(cfg: dict) -> CurateConfig:
         if needs is None or needs in stages:
             rules.append(rule)
     runtime_section = dict(cfg.get("runtime") or {})
-    known = {"workers", "batch_size", "num_cpus", "actor_cpus", "task_cpus"}
+    known = {"workers", "batch_size", "num_cpus", "actor_cpus", "task_cpus", "inflight_mb_per_worker"}
     unknown = set(runtime_section) - known
     if unknown:
         raise CurateConfigError(f"runtime: unknown keys {sorted(unknown)} (known: {', '.join(sorted(known))})")
@@ -108,6 +112,9 @@ def parse_config(cfg: dict) -> CurateConfig:
         value = getattr(runtime, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 64:
             raise CurateConfigError(f"runtime.{key} must be a positive number, got {value!r}")
+    inflight = runtime.inflight_mb_per_worker
+    if inflight is not None and (isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1):
+        raise CurateConfigError(f"runtime.inflight_mb_per_worker must be a positive integer (MiB) or null, got {inflight!r}")
     if not isinstance(runtime.batch_size, int) or runtime.batch_size < 1:
         raise CurateConfigError(f"runtime.batch_size must be a positive integer, got {runtime.batch_size!r}")
     return CurateConfig(input=cfg.get("input"), output=cfg.get("output"), cache_dir=cfg.get("cache_dir"),

@@ -291,25 +291,19 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
     """Lazy Ray Dataset of every input row after all enabled stages (nothing runs yet)."""
     import ray
 
-    from curate.readers import expand_inputs, read_inputs
+    from curate.readers import read_inputs
 
     plan = plan or check_stages(config)
     task_cpus = config.runtime.task_cpus
     workers = config.runtime.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     batch_size = config.runtime.batch_size
-    files = expand_inputs(inputs)
-    first_segment = plan[:next((i for i, (n, _, _) in enumerate(plan) if n == DEDUP_STAGE), len(plan))]
-    if len(files) >= workers and any(actor for _, _, actor in first_segment):
-        # Enough files to keep every worker busy: give the read the actors' CPU share, so
-        # Ray fuses it into the actor pool and each actor reads its files itself. Raw
-        # HTML then never crosses the object store, and no read task needs a worker of
-        # its own (bench/bench_curate_throughput.py: the cheapest layout on one core).
-        ds, family = read_inputs(files, config.read, num_cpus=config.runtime.actor_cpus)
-    else:
-        # Fewer files than workers (e.g. one big WARC): read tasks yield few large blocks;
-        # cut them to batch-sized blocks (streaming, no shuffle) so every worker gets work.
-        ds, family = read_inputs(files, config.read, num_cpus=task_cpus)
-        ds = _repartition_rows(ds, batch_size, task_cpus)
+    # One read task per file yields few large blocks; cut them to batch-sized blocks
+    # (streaming, no shuffle) so every actor gets work even from a single WARC file.
+    # (Reading inside the actors instead, fused into the pool, was measured too: Ray then
+    # bundles batch_size file paths into one actor call, so 8 files fed one of 2 actors:
+    # bench/bench_curate_throughput.py, 2 workers 50 pages/s against 84 with this layout.)
+    ds, family = read_inputs(inputs, config.read, num_cpus=task_cpus)
+    ds = _repartition_rows(ds, batch_size, task_cpus)
     segment: list[tuple[str, Callable, bool]] = []
 
     def flush(ds):
@@ -334,8 +328,19 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
             continue  # documents from JSONL/Parquet have text already
         segment.append((name, factory, needs_actor))
     ds = flush(ds)
-    return ds.map_batches(finalize_batch, fn_kwargs={"types": _known_types()}, batch_format="pyarrow",
-                          num_cpus=task_cpus), family
+    ds = ds.map_batches(finalize_batch, fn_kwargs={"types": _known_types()}, batch_format="pyarrow",
+                        num_cpus=task_cpus)
+    return _cap_inflight_memory(ds, config.runtime.inflight_mb_per_worker, workers), family
+
+
+def _cap_inflight_memory(ds, mb_per_worker: int | None, workers: int):
+    """Bound the object-store memory of this dataset's in-flight blocks (its own context
+    only). Ray Data then backpressures the reader once that much raw HTML waits for the
+    actors; peak memory stays flat as the input grows (bench_curate_throughput.py, memory)."""
+    if mb_per_worker:
+        options = ds.context.execution_options
+        options.resource_limits = options.resource_limits.copy(object_store_memory=mb_per_worker * 2**20 * workers)
+    return ds
 
 
 def _repartition_rows(ds, rows: int, num_cpus: float):

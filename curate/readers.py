@@ -47,6 +47,9 @@ from schemas.records import DOCUMENT, RAW_PAGE
 
 READ_STAGE = "read"
 DEFAULT_BATCH_ROWS = 256
+# Raw pages average ~100-300 KB: 256 of them held as Python bytes plus their Arrow copy
+# took a read task to ~350 MB. A byte bound keeps a reader's memory flat whatever the pages.
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_RAW_BYTES = 5 * 1024 * 1024
 
 HTML_CONTENT_TYPES = ("text/html", "application/xhtml+xml")
@@ -78,18 +81,21 @@ class InputError(OSError):
 class ReadConfig:
     """Reader settings (YAML keys under `read:`).
 
-    batch_rows:     rows per yielded table (bounds reader memory).
+    batch_rows:     rows per yielded table at most.
+    batch_bytes:    payload bytes (raw HTML or text) per yielded table at most: bounds a
+                    reader's memory (a table is emitted at whichever limit comes first).
     max_raw_bytes:  payload bytes kept per page; longer payloads are cut and get
                     `raw_truncated = True` (the extract stage then drops them as `too_large`).
     """
 
     batch_rows: int = DEFAULT_BATCH_ROWS
     max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES
+    batch_bytes: int = DEFAULT_BATCH_BYTES
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> "ReadConfig":
         cfg = dict(cfg or {})
-        unknown = set(cfg) - {"batch_rows", "max_raw_bytes"}
+        unknown = set(cfg) - {"batch_rows", "max_raw_bytes", "batch_bytes"}
         if unknown:
             raise ValueError(f"read config: unknown keys {sorted(unknown)}")
         return cls(**cfg)
@@ -161,14 +167,18 @@ def _open_checked(path: Path):
 # ---------------------------------------------------------------- batching
 
 class _Batcher:
-    """Collect row dicts; emit a Table every `size` rows."""
+    """Collect row dicts; emit a Table every `size` rows or `max_bytes` of payload
+    (`raw` or `text`), whichever comes first."""
 
-    def __init__(self, schema: pa.Schema, size: int):
-        self.schema, self.size, self.rows = schema, max(1, size), []
+    def __init__(self, schema: pa.Schema, size: int, max_bytes: int = DEFAULT_BATCH_BYTES):
+        self.schema, self.size, self.max_bytes = schema, max(1, size), max(1, max_bytes)
+        self.rows: list[dict] = []
+        self.bytes = 0
 
     def add(self, row: dict) -> pa.Table | None:
         self.rows.append(row)
-        if len(self.rows) >= self.size:
+        self.bytes += len(row.get("raw") or row.get("text") or "")
+        if len(self.rows) >= self.size or self.bytes >= self.max_bytes:
             return self.flush()
         return None
 
@@ -176,7 +186,7 @@ class _Batcher:
         if not self.rows:
             return None
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
-        self.rows = []
+        self.rows, self.bytes = [], 0
         return table
 
 
@@ -431,7 +441,8 @@ def iter_file(path: str | Path, config: ReadConfig | dict | None = None) -> Iter
         yield from _parquet_tables(path, cfg)
         return
     rows = {"warc": _warc_rows, "html": _html_rows, "jsonl": _jsonl_rows}[fmt](path, cfg)
-    batcher = _Batcher(RAW_SCHEMA if fmt in ("warc", "html") else DOCUMENT_READ_SCHEMA, cfg.batch_rows)
+    batcher = _Batcher(RAW_SCHEMA if fmt in ("warc", "html") else DOCUMENT_READ_SCHEMA, cfg.batch_rows,
+                       cfg.batch_bytes)
     for row in rows:
         table = batcher.add(row)
         if table is not None:

@@ -255,6 +255,24 @@ def restored_checkpoint(loop_config: dict) -> Iterator[str | None]:
         yield os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME)
 
 
+def run_in_ray_worker(run: Callable[..., dict], loop_config: dict) -> None:
+    """Body of a Ray Train `train_loop_per_worker` for a stage whose `run(cfg, rows, run_dir,
+    max_steps, resume_from=, extra_callbacks=, rank=)` trains on the worker's "train" shard."""
+    import ray.train
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    from train.args import parse_train_config
+
+    cfg = parse_train_config(loop_config["train"])
+    prepare_worker(cfg)
+    shard = ray.train.get_dataset_shard("train")
+    with restored_checkpoint(loop_config) as resume_from:
+        metrics = run(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
+                      resume_from=resume_from, extra_callbacks=[RayTrainReportCallback()],
+                      rank=ray.train.get_context().get_world_rank())
+    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
 def causal_lm_train_loop(loop_config: dict) -> None:
     """Ray Train `train_loop_per_worker` for causal-LM stages (pt, sft): rows from the "train" shard."""
     import ray.train

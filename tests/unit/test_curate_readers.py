@@ -53,6 +53,14 @@ def test_raw_tables_validate_as_raw_page(tmp_path):
     assert sum(t.num_rows for t in tables) == len(build_records())
 
 
+def test_tables_are_bounded_by_payload_bytes_too(tmp_path):
+    big = b"<html><body><p>" + b"x" * 10_000 + b"</p></body></html>"
+    path = write_warc(tmp_path / "big.warc.gz", [WarcRecord(f"https://a.example/{i}", big) for i in range(10)])
+    tables = list(iter_file(path, {"batch_rows": 100, "batch_bytes": 25_000}))
+    assert [t.num_rows for t in tables] == [3, 3, 3, 1]  # 3 pages pass 25 kB; the row cap never binds
+    assert [t.num_rows for t in iter_file(path, {"batch_rows": 4})] == [4, 4, 2]
+
+
 @pytest.mark.parametrize("name", ["c.warc.gz", "c.warc"])
 def test_truncated_warc_keeps_readable_records_and_counts_the_tail(tmp_path, name):
     recs = [WarcRecord(f"https://a.example/{i}", HTML * 20) for i in range(6)]

@@ -117,6 +117,9 @@ def test_config_errors_name_the_key():
         parse_config(merge_config({"thresholds": {"gopher_min_words": "fifty"}}))
     with pytest.raises(CurateConfigError, match="runtime.workers"):
         parse_config(merge_config({"runtime": {"workers": 0}}))
+    with pytest.raises(CurateConfigError, match="runtime.inflight_mb_per_worker"):
+        parse_config(merge_config({"runtime": {"inflight_mb_per_worker": "lots"}}))
+    assert parse_config(merge_config({"runtime": {"inflight_mb_per_worker": None}})).runtime.inflight_mb_per_worker is None
     config = parse_config(merge_config({"dedup": {"enabled": False}, "thresholds": {"gopher_min_words": 10}}))
     assert not config.enabled("dedup") and config.thresholds["gopher_min_words"] == 10
     assert [s for s in STAGE_ORDER if config.enabled(s)][0] == "url_filter"

@@ -25,7 +25,7 @@ from train.args import TrainConfig
 from train.losses import dpo_loss, sequence_logps
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
-from train.worker import StreamTrainer, prepare_worker, restored_checkpoint
+from train.worker import StreamTrainer, run_in_ray_worker
 
 STAGE = "dpo"
 
@@ -218,19 +218,7 @@ def run_dpo(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | 
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train `train_loop_per_worker` for dpo."""
-    import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback
-
-    from train.args import parse_train_config
-
-    cfg = parse_train_config(loop_config["train"])
-    prepare_worker(cfg)
-    shard = ray.train.get_dataset_shard("train")
-    with restored_checkpoint(loop_config) as resume_from:
-        metrics = run_dpo(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
-                          resume_from=resume_from, extra_callbacks=[RayTrainReportCallback()],
-                          rank=ray.train.get_context().get_world_rank())
-    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    run_in_ray_worker(run_dpo, loop_config)
 
 
 WORKFLOW = register_stage(Workflow(name=STAGE, build_dataset=build_preference_dataset, train_loop=train_loop))

@@ -22,7 +22,7 @@ from train.losses import pairwise_rm_loss
 from train.reward_model import build_reward_model, save_reward_model, sequence_rewards
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
-from train.worker import StreamBatches, StreamTrainer, prepare_worker, restored_checkpoint
+from train.worker import StreamBatches, StreamTrainer, run_in_ray_worker
 
 STAGE = "rm"
 HEAD = "score"
@@ -172,19 +172,7 @@ def _save(trainer, tokenizer, path: Path, cfg: TrainConfig, metrics: dict, is_ma
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train `train_loop_per_worker` for rm."""
-    import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback
-
-    from train.args import parse_train_config
-
-    cfg = parse_train_config(loop_config["train"])
-    prepare_worker(cfg)
-    shard = ray.train.get_dataset_shard("train")
-    with restored_checkpoint(loop_config) as resume_from:
-        metrics = run_reward_model(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
-                                   resume_from=resume_from, extra_callbacks=[RayTrainReportCallback()],
-                                   rank=ray.train.get_context().get_world_rank())
-    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    run_in_ray_worker(run_reward_model, loop_config)
 
 
 WORKFLOW = register_stage(Workflow(name=STAGE, build_dataset=build_preference_dataset, train_loop=train_loop))
