@@ -301,7 +301,7 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
     # (streaming, no shuffle) so every actor gets work even from a single WARC file.
     # (Reading inside the actors instead, fused into the pool, was measured too: Ray then
     # bundles batch_size file paths into one actor call, so 8 files fed one of 2 actors:
-    # bench/bench_curate_throughput.py, 2 workers 50 pages/s against 84 with this layout.)
+    # bench/bench_curate_throughput.py, 2 workers 50 pages/s against 87 with this layout.)
     ds, family = read_inputs(inputs, config.read, num_cpus=task_cpus)
     ds = _repartition_rows(ds, batch_size, task_cpus)
     segment: list[tuple[str, Callable, bool]] = []

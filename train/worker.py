@@ -257,7 +257,8 @@ def restored_checkpoint(loop_config: dict) -> Iterator[str | None]:
 
 def run_in_ray_worker(run: Callable[..., dict], loop_config: dict) -> None:
     """Body of a Ray Train `train_loop_per_worker` for a stage whose `run(cfg, rows, run_dir,
-    max_steps, resume_from=, extra_callbacks=, rank=)` trains on the worker's "train" shard."""
+    max_steps, resume_from=, extra_callbacks=, rank=)` trains on the worker's "train" shard.
+    Callbacks: Ray Train's reporting one, then any the launcher was given."""
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback
 
@@ -268,25 +269,17 @@ def run_in_ray_worker(run: Callable[..., dict], loop_config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     with restored_checkpoint(loop_config) as resume_from:
         metrics = run(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
-                      resume_from=resume_from, extra_callbacks=[RayTrainReportCallback()],
+                      resume_from=resume_from,
+                      extra_callbacks=[RayTrainReportCallback(), *loop_config.get("callbacks", [])],
                       rank=ray.train.get_context().get_world_rank())
     ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
 def causal_lm_train_loop(loop_config: dict) -> None:
     """Ray Train `train_loop_per_worker` for causal-LM stages (pt, sft): rows from the "train" shard."""
-    import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback
-
-    from train.args import parse_train_config
-
-    cfg = parse_train_config(loop_config["train"])
-    prepare_worker(cfg)
     collate = loop_config.get("collate")
-    shard = ray.train.get_dataset_shard("train")
-    with restored_checkpoint(loop_config) as resume_from:
-        metrics = run_causal_lm(
-            cfg, shard.iter_rows, collate, loop_config["run_dir"], loop_config["max_steps"], resume_from=resume_from,
-            extra_callbacks=[RayTrainReportCallback(), *loop_config.get("callbacks", [])], rank=ray.train.get_context().get_world_rank(),
-        )
-    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    def run(cfg: TrainConfig, rows, run_dir, max_steps, **kwargs) -> dict:
+        return run_causal_lm(cfg, rows, collate, run_dir, max_steps, **kwargs)
+
+    run_in_ray_worker(run, loop_config)
