@@ -373,7 +373,7 @@ def _run_dedup(ds, section: dict, task_cpus: float | None = None):
 
 def prepare_embedded_ray(num_cpus: int | None = None) -> None:
     """Worker-pool setting for a Ray that this process starts itself (call before
-    ray.init; a cluster joined through RAY_ADDRESS keeps its own settings).
+    ray.init; does nothing when RAY_ADDRESS names a cluster to join: it keeps its own settings).
 
     The pipeline keeps more worker processes alive than there are CPUs: one actor per
     CPU plus read and write tasks. Ray's default soft limit on workers (the CPU count)
@@ -383,6 +383,8 @@ def prepare_embedded_ray(num_cpus: int | None = None) -> None:
     """
     import os
 
+    if os.environ.get("RAY_ADDRESS"):
+        return
     cpus = num_cpus or os.cpu_count() or 1
     os.environ.setdefault("RAY_num_workers_soft_limit", str(2 * cpus + 4))
 

@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     except InputError as exc:
         raise ValueError(str(exc)) from None
 
-    if not os.environ.get("RAY_ADDRESS"):
-        prepare_embedded_ray(config.runtime.num_cpus)
+    prepare_embedded_ray(config.runtime.num_cpus)
     init_ray(config.runtime.num_cpus)
     summary = run_curate(config, inputs, output)
     print(json.dumps(summary, indent=2))
