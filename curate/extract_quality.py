@@ -24,3 +24,22 @@ def token_f1(predicted: str, reference: str) -> float:
         return 0.0
     precision, recall = common / sum(p.values()), common / sum(r.values())
     return 2 * precision * recall / (precision + recall)
+
+
+def char_f1(predicted: str, reference: str) -> float:
+    """F1 over the bag of non-whitespace characters (case kept).
+
+    The measure for Chinese and Japanese references whose line breaks and spaces follow
+    the page layout rather than the text: whitespace is ignored, and every character,
+    punctuation included, is one token (so a dropped sentence costs its full length).
+    1.0 when both are empty.
+    """
+    p = Counter(ch for ch in (predicted or "") if not ch.isspace())
+    r = Counter(ch for ch in (reference or "") if not ch.isspace())
+    if not p and not r:
+        return 1.0
+    common = sum((p & r).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(p.values()), common / sum(r.values())
+    return 2 * precision * recall / (precision + recall)
