@@ -35,6 +35,7 @@ class BackendUnavailable(RuntimeError):
 class SamplingParams:
     temperature: float = 0.7
     top_p: float = 1.0
+    top_k: int = 0  # keep the k most likely tokens per step; 0 = no cut (each backend's "off")
     max_tokens: int = 256
     n: int = 1
     seed: int = 0
@@ -46,6 +47,8 @@ class SamplingParams:
             raise ValueError(f"sampling.max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0:
             raise ValueError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"sampling.top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
 
     @classmethod
     def from_config(cls, config: dict | None) -> "SamplingParams":

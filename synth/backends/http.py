@@ -45,6 +45,10 @@ def _make_tolerant_udf():
 def _preprocess(row: dict[str, Any], model: str, params: dict[str, Any], send_seed: bool) -> dict[str, Any]:
     payload = {"model": model, "messages": json.loads(row["messages_json"]),
                "temperature": params["temperature"], "top_p": params["top_p"], "max_tokens": params["max_tokens"]}
+    if params.get("top_k"):
+        # Not an OpenAI parameter: vLLM, SGLang and transformers serve read it; plain OpenAI
+        # servers reject unknown keys, so it is sent only when set.
+        payload["top_k"] = int(params["top_k"])
     if send_seed:
         payload["seed"] = int(row["seed"])
     return {"payload": payload}

@@ -46,7 +46,9 @@ class _TransformersGenerator:
             out = self.model.generate(
                 **enc, max_new_tokens=self.params.max_tokens, do_sample=not greedy,
                 temperature=None if greedy else self.params.temperature,
-                top_p=None if greedy else self.params.top_p, top_k=None,
+                top_p=None if greedy else self.params.top_p,
+                # 0 switches the cut off; None would fall back to generation_config's top_k (50 by default).
+                top_k=None if greedy else self.params.top_k,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         new = out[:, enc["input_ids"].shape[1]:].tolist()

@@ -25,6 +25,8 @@ def vllm_available() -> bool:
 def _preprocess(row: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     sampling = {"temperature": params["temperature"], "top_p": params["top_p"],
                 "max_tokens": params["max_tokens"], "seed": int(row["seed"])}
+    if params.get("top_k"):  # vLLM's own default is no cut; only a set top_k is sent
+        sampling["top_k"] = int(params["top_k"])
     return {"messages": json.loads(row["messages_json"]), "sampling_params": sampling}
 
 
