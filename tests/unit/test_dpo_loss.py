@@ -192,3 +192,126 @@ def test_dpo_loss_and_gradients_equal_trl_dpo_trainer(policy_and_reference, tmp_
     assert metrics["rewards/accuracies"][-1] == pytest.approx(out.accuracy.item())
     for name, p in trainer.model.named_parameters():
         torch.testing.assert_close(p.grad, our_grads[name], rtol=1e-3, atol=1e-6)
+
+
+# ---------------------------------------------------------------- reference-free DPO, cDPO, ORPO, SimPO
+def _log1mexp(x: float) -> float:
+    return math.log(1 - math.exp(x))
+
+
+def _logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def _trl_self(**attrs):
+    """The few attributes TRL's CPO/ORPO loss methods read from their trainer."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(accelerator=SimpleNamespace(device="cpu"), alpha=0.0, **attrs)
+
+
+def test_label_smoothing_is_conservative_dpo():
+    """cDPO: a label is wrong with probability ε, so the loss is the expected sigmoid loss
+    over both labels: −(1−ε)·log σ(βΔ) − ε·log σ(−βΔ)."""
+    pc, pr, rc, rr, _, _ = _inputs(4)
+    eps = 0.2
+    out = dpo_loss(pc, pr, rc, rr, beta=BETA, label_smoothing=eps)
+    d = [((pc[i] - rc[i]) - (pr[i] - rr[i])).item() for i in range(len(pc))]
+    expected = sum(-(1 - eps) * _logsig(BETA * x) - eps * _logsig(-BETA * x) for x in d) / len(d)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    # The gradient changes sign where the smoothed target is met: d/dΔ = β(σ(βΔ) − (1 − ε)).
+    gc, = torch.autograd.grad(out.loss, (pc,))
+    closed = torch.tensor([BETA * (1 / (1 + math.exp(-BETA * x)) - (1 - eps)) for x in d]) / len(d)
+    torch.testing.assert_close(gc, closed)
+    assert dpo_loss(pc, pr, rc, rr, beta=BETA, label_smoothing=0.0).loss.item() == pytest.approx(
+        dpo_loss(pc, pr, rc, rr, beta=BETA).loss.item())
+
+
+def test_reference_free_dpo_is_trl_cpo_sigmoid():
+    """With no reference, the implicit reward is β·log π(y|x): TRL's CPO "sigmoid" loss
+    (summed log-probs, label smoothing included)."""
+    from trl.experimental.cpo import CPOTrainer
+
+    pc, pr, rc, rr, _, _ = _inputs(5)
+    for eps in (0.0, 0.1):
+        out = dpo_loss(pc, pr, None, None, beta=BETA, reference_free=True, label_smoothing=eps)
+        zeros = torch.zeros_like(pc)
+        assert out.loss.item() == pytest.approx(
+            dpo_loss(pc, pr, zeros, zeros, beta=BETA, label_smoothing=eps).loss.item(), rel=1e-6)
+        trl_losses, trl_chosen, trl_rejected = CPOTrainer.cpo_loss(
+            _trl_self(beta=BETA, label_smoothing=eps, loss_type="sigmoid", simpo_gamma=0.0), pc, pr)
+        assert out.loss.item() == pytest.approx(trl_losses.mean().item(), rel=1e-6)
+        torch.testing.assert_close(out.chosen_rewards, trl_chosen)
+        torch.testing.assert_close(out.rejected_rewards, trl_rejected)
+    # Reference log-probs given together with reference_free would be silently ignored: refused.
+    with pytest.raises(ValueError, match="reference_free"):
+        dpo_loss(pc, pr, rc, rr, reference_free=True)
+
+
+def test_orpo_loss_matches_formula_and_trl_orpo():
+    """ORPO: NLL(chosen) − λ·mean log σ(log odds(y_w) − log odds(y_l)), odds on the
+    per-token mean log-prob p: odds = p / (1 − p); λ is β. No reference model."""
+    from trl.experimental.orpo import ORPOTrainer
+
+    pc, pr, _, _, nc, nr = _inputs(6)
+    pc = (pc.detach() / 10).requires_grad_()  # mean log-probs of a few nats, as a real model gives
+    pr = (pr.detach() / 10).requires_grad_()
+    out = dpo_loss(pc, pr, None, None, beta=BETA, loss_type="orpo", chosen_lengths=nc, rejected_lengths=nr)
+
+    nll = -pc.sum().item() / nc.sum().item()
+    ratios = []
+    for i in range(len(pc)):
+        c, r = pc[i].item() / nc[i].item(), pr[i].item() / nr[i].item()
+        log_odds = (c - _log1mexp(c)) - (r - _log1mexp(r))
+        ratios.append(_logsig(log_odds))
+    expected = nll - BETA * sum(ratios) / len(ratios)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert out.sft_loss.item() == pytest.approx(nll, rel=1e-6)
+
+    # TRL: its odds-ratio term on the same mean log-probs, plus the same token-mean NLL.
+    pc2, pr2 = pc.detach().clone().requires_grad_(), pr.detach().clone().requires_grad_()
+    trl_losses, trl_chosen, _, _, _ = ORPOTrainer.odds_ratio_loss(_trl_self(beta=BETA), pc2 / nc, pr2 / nr)
+    trl_loss = -pc2.sum() / nc.sum() - trl_losses.mean()
+    assert out.loss.item() == pytest.approx(trl_loss.item(), rel=1e-6)
+    torch.testing.assert_close(out.chosen_rewards, trl_chosen)
+    ours = torch.autograd.grad(out.loss, (pc, pr))
+    theirs = torch.autograd.grad(trl_loss, (pc2, pr2))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.15])
+def test_simpo_loss_matches_formula_and_trl_cpo_simpo(eps):
+    """SimPO: −log σ(β·(mean log π(y_w) − mean log π(y_l)) − γ), no reference; + α·NLL."""
+    from trl.experimental.cpo import CPOTrainer
+
+    pc, pr, _, _, nc, nr = _inputs(7)
+    gamma, alpha = 0.8, 0.4
+    out = dpo_loss(pc, pr, None, None, beta=BETA, loss_type="simpo", simpo_gamma=gamma, label_smoothing=eps,
+                   sft_weight=alpha, chosen_lengths=nc, rejected_lengths=nr)
+    terms = []
+    for i in range(len(pc)):
+        z = BETA * (pc[i].item() / nc[i].item() - pr[i].item() / nr[i].item()) - gamma
+        terms.append(-(1 - eps) * _logsig(z) - eps * _logsig(-z))
+    nll = -pc.sum().item() / nc.sum().item()
+    assert out.loss.item() == pytest.approx(sum(terms) / len(terms) + alpha * nll, rel=1e-6)
+
+    trl_losses, trl_chosen, trl_rejected = CPOTrainer.cpo_loss(
+        _trl_self(beta=BETA, label_smoothing=eps, loss_type="simpo", simpo_gamma=gamma), pc / nc, pr / nr)
+    assert out.losses.detach().tolist() == pytest.approx(trl_losses.detach().tolist(), rel=1e-6)
+    torch.testing.assert_close(out.chosen_rewards, trl_chosen.detach())
+    torch.testing.assert_close(out.rejected_rewards, trl_rejected.detach())
+
+
+def test_new_dpo_options_reject_bad_combinations():
+    pc, pr, rc, rr, nc, nr = _inputs()
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo_loss(pc, pr, rc, rr, label_smoothing=0.5)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo_loss(pc, pr, rc, rr, loss_type="hinge", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="lengths"):
+        dpo_loss(pc, pr, None, None, loss_type="orpo")
+    with pytest.raises(ValueError, match="sft_weight"):
+        dpo_loss(pc, pr, None, None, loss_type="orpo", sft_weight=0.5, chosen_lengths=nc, rejected_lengths=nr)
+    with pytest.raises(ValueError, match="reference"):
+        dpo_loss(pc, pr, None, None, loss_type="sigmoid")

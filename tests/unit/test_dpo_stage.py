@@ -13,7 +13,7 @@ from train.stages.preference_stage import PreferenceOptions
 def _cfg(tiny_model_dir, tmp_path, finetuning_type, **options):
     return parse_train_config({"model": str(tiny_model_dir), "stage": "dpo", "finetuning_type": finetuning_type,
                                "output": str(tmp_path), "per_device_batch_size": 4, "lora_rank": 4,
-                               "data_options": dict(beta=0.2, sft_weight=0.1, **options)})
+                               "data_options": {"beta": 0.2, "sft_weight": 0.1, **options}})
 
 
 def _trainer(cfg, model, tokenizer, examples, tmp_path):
@@ -119,3 +119,49 @@ def test_preference_options_are_checked(tiny_model_dir, tmp_path):
         PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", reference="adapter"))
     options = PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "qlora", loss_type="ipo"))
     assert options.reference_mode("qlora") == "adapter" and options.loss_type == "ipo" and options.beta == 0.2
+
+
+@pytest.mark.parametrize("options, finetuning_type", [
+    (dict(loss_type="orpo", sft_weight=0.0), "full"),
+    (dict(loss_type="simpo", simpo_gamma=0.3, label_smoothing=0.1), "lora"),
+    (dict(loss_type="sigmoid", reference_free=True, label_smoothing=0.2), "full"),
+])
+def test_reference_free_losses_load_no_reference_and_train_on_the_policy_alone(tiny_model_dir, tmp_path, pairs,
+                                                                                options, finetuning_type):
+    from train.finetune import apply_finetuning
+    from train.losses import dpo_loss, sequence_logps
+    from train.model_loading import load_model
+
+    tokenizer, examples = pairs
+    cfg = _cfg(tiny_model_dir, tmp_path, finetuning_type, **options)
+    model = apply_finetuning(load_model(cfg.model, cfg.finetuning), cfg.finetuning)
+    trainer = _trainer(cfg, model, tokenizer, examples, tmp_path)
+    # No copy for full finetuning, no adapter switching for LoRA: the loss never asks for one.
+    assert trainer.reference == "none" and trainer.ref_model is None
+
+    batch = collate_pairs(examples[:4], tokenizer.pad_token_id)
+    out = trainer.dpo_outputs(model, batch)
+    logps, counts = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["labels"])
+    o = PreferenceOptions.from_config(cfg)
+    expected = dpo_loss(*logps.chunk(2), None, None, beta=o.beta, loss_type=o.loss_type, sft_weight=o.sft_weight,
+                        chosen_lengths=counts.chunk(2)[0], rejected_lengths=counts.chunk(2)[1],
+                        label_smoothing=o.label_smoothing, reference_free=o.reference_free, simpo_gamma=o.simpo_gamma)
+    torch.testing.assert_close(out.loss, expected.loss)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+
+
+def test_dpo_family_options_are_checked_before_training(tiny_model_dir, tmp_path):
+    with pytest.raises(TrainConfigError, match="label_smoothing"):
+        PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", loss_type="hinge", label_smoothing=0.1))
+    with pytest.raises(TrainConfigError, match="label_smoothing"):
+        PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", label_smoothing=0.5))
+    with pytest.raises(TrainConfigError, match="reference"):
+        PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", loss_type="orpo", sft_weight=0.0,
+                                           reference="copy"))
+    with pytest.raises(TrainConfigError, match="sft_weight"):
+        PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", loss_type="orpo"))  # _cfg sets 0.1
+    options = PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "lora", reference_free="true"))
+    assert options.reference_free is True and options.reference_mode("lora") == "none"
+    assert PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full")).reference_mode("full") == "copy"

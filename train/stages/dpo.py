@@ -12,6 +12,8 @@ The reference model is the frozen starting policy, obtained one of three ways:
 - `copy` (default for full/freeze): a second, frozen copy loaded from the same path;
 - `precompute`: before the first step, one pass over this worker's shard with the
   starting weights stores each pair's reference log-probs, so no copy is kept.
+Reference-free losses (`orpo`, `simpo`, or `reference_free: true`) resolve to `none`: no
+reference model, no precompute pass, no adapter switching.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import torch
 from train.args import TrainConfig
 from train.losses import dpo_loss, sequence_logps
 from train.stages import Workflow, register_stage
-from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
+from train.stages.preference_stage import (NO_REFERENCE, PreferenceOptions, build_preference_dataset, publish_eval,
+                                          read_eval_pairs)
 from train.worker import StreamTrainer, run_in_ray_worker
 
 STAGE = "dpo"
@@ -85,7 +88,9 @@ class DPOStreamTrainer(StreamTrainer):
         return sequence_logps(logits, batch["labels"])
 
     @torch.no_grad()
-    def reference_logps(self, model, batch) -> torch.Tensor:
+    def reference_logps(self, model, batch) -> torch.Tensor | None:
+        if self.reference == NO_REFERENCE:
+            return None
         if "ref_chosen_logps" in batch:
             return torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).to(self.args.device)
         if self.reference == "precompute":
@@ -107,11 +112,13 @@ class DPOStreamTrainer(StreamTrainer):
         logps, counts = self._logps(model, inputs)
         ref = self.reference_logps(model, inputs)
         chosen, rejected = logps.chunk(2)
-        ref_chosen, ref_rejected = ref.float().chunk(2)
+        ref_chosen, ref_rejected = ref.float().chunk(2) if ref is not None else (None, None)
         n_chosen, n_rejected = counts.chunk(2)
         o = self.options
         return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=o.beta, loss_type=o.loss_type,
-                        sft_weight=o.sft_weight, chosen_lengths=n_chosen, rejected_lengths=n_rejected)
+                        sft_weight=o.sft_weight, chosen_lengths=n_chosen, rejected_lengths=n_rejected,
+                        label_smoothing=o.label_smoothing, reference_free=o.reference_free,
+                        simpo_gamma=o.simpo_gamma)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = self.dpo_outputs(model, inputs)

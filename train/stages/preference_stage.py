@@ -28,6 +28,7 @@ from train.args import TrainConfig, TrainConfigError
 
 EVAL_FILE = "eval_pairs.jsonl"
 REFERENCE_MODES = ("auto", "copy", "adapter", "precompute")
+NO_REFERENCE = "none"  # the resolved mode of reference-free losses: no reference model at all
 
 
 @dataclass
@@ -39,9 +40,12 @@ class PreferenceOptions:
     num_actors: int = 1  # tokenizer actors
     # dpo
     beta: float = 0.1
-    loss_type: str = "sigmoid"  # sigmoid | hinge | ipo
-    sft_weight: float = 0.0  # γ of the mixed loss: + γ · NLL(chosen)
+    loss_type: str = "sigmoid"  # sigmoid | hinge | ipo | orpo | simpo (the last two need no reference)
+    sft_weight: float = 0.0  # γ of the mixed loss: + γ · NLL(chosen) (simpo: CPO's α; orpo has its own)
     reference: str = "auto"  # auto (adapter for lora/qlora, else copy) | copy | adapter | precompute
+    reference_free: bool = False  # DPO against a uniform reference: log-ratios are the policy's log-probs
+    label_smoothing: float = 0.0  # conservative DPO ε in [0, 0.5): P(label flipped); sigmoid and simpo
+    simpo_gamma: float = 0.5  # simpo's target reward margin γ
     # rm
     use_margin: bool = False  # subtract the pair's `margin` column inside the sigmoid
     center_rewards: float = 0.0  # + c · mean((r_c + r_r)^2)
@@ -67,21 +71,32 @@ class PreferenceOptions:
         return options
 
     def check(self, cfg: TrainConfig) -> None:
-        from train.losses import DPO_LOSS_TYPES
+        from train.losses import DPO_LOSS_TYPES, check_dpo_options, needs_reference
 
         if not 0.0 <= self.eval_fraction < 1.0:
             raise TrainConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.loss_type not in DPO_LOSS_TYPES:
             raise TrainConfigError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
-        if self.beta <= 0:
-            raise TrainConfigError(f"beta must be > 0, got {self.beta}")
+        try:
+            check_dpo_options(self.loss_type, self.beta, self.label_smoothing, self.sft_weight)
+        except ValueError as exc:
+            raise TrainConfigError(f"data_options: {exc}") from None
         if self.reference not in REFERENCE_MODES:
             raise TrainConfigError(f"reference must be one of {REFERENCE_MODES}, got {self.reference!r}")
+        if self.reference != "auto" and not needs_reference(self.loss_type, self.reference_free):
+            # A reference the loss never reads would cost a model copy or a precompute pass for nothing.
+            raise TrainConfigError(f"data_options.reference={self.reference!r} but loss_type {self.loss_type!r}"
+                                   f"{' with reference_free' if self.reference_free else ''} uses no reference; "
+                                   "leave reference at auto")
         peft = cfg.finetuning.finetuning_type in ("lora", "qlora")
         if self.reference == "adapter" and not peft:
             raise TrainConfigError("reference=adapter needs finetuning_type lora or qlora")
 
     def reference_mode(self, finetuning_type: str) -> str:
+        from train.losses import needs_reference
+
+        if not needs_reference(self.loss_type, self.reference_free):
+            return NO_REFERENCE
         if self.reference != "auto":
             return self.reference
         return "adapter" if finetuning_type in ("lora", "qlora") else "copy"
