@@ -1,8 +1,9 @@
 """The curate job's configuration: `default_config.yaml` <- a user YAML <- key=value overrides
 (the job merges them with jobs.common.load_config; library callers use `merge_config`).
 
-`CurateConfig` is the typed view the pipeline uses; per-stage sections stay dicts
-because each stage validates its own keys (and names the unknown ones) when built.
+`CurateConfig` is the typed view the pipeline uses. Which stages exist, in which order,
+and which keys each section may hold come from curate.registry; a section's keys are
+checked here, without building the stage (no model loads in the driver).
 """
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from typing import Any
 import yaml
 
 from curate.heuristics import DEFAULT_THRESHOLDS
+from curate.registry import STAGE_ORDER, STAGES
+from schemas.options import OptionsError, check_keys, from_mapping
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
-# Pipeline order of the per-row stages and where the global dedup stage sits.
-STAGE_ORDER = ("url_filter", "extract", "langid", "heuristics", "clean_lines", "pii", "sensitive",
-               "dedup", "quality", "filter")
 TOP_LEVEL_KEYS = {"input", "output", "cache_dir", "read", "thresholds", "runtime", *STAGE_ORDER}
 
 
@@ -69,19 +69,28 @@ def parse_config(cfg: dict) -> CurateConfig:
     """Check the merged config dict and build the typed view (errors name the key)."""
     if not isinstance(cfg, dict):
         raise CurateConfigError("the curate config must be a mapping")
-    unknown = set(cfg) - TOP_LEVEL_KEYS
-    if unknown:
-        raise CurateConfigError(f"unknown config keys {sorted(unknown)} (known: {sorted(TOP_LEVEL_KEYS)})")
+    try:
+        check_keys(cfg, TOP_LEVEL_KEYS, "curate config")
+    except OptionsError as exc:
+        raise CurateConfigError(str(exc)) from None
     stages: dict[str, dict] = {}
-    for name in STAGE_ORDER:
-        section = cfg.get(name) or {}
+    for spec in STAGES:
+        name = spec.key
+        section = cfg.get(name)
+        section = {} if section is None else section
         if not isinstance(section, dict):
             raise CurateConfigError(f"config section {name!r} must be a mapping, got {section!r}")
-        enabled = section.get("enabled", True)
+        # An absent section means the stage's declared default, not silently "on".
+        enabled = section.get("enabled", spec.default_enabled)
         if not isinstance(enabled, bool):
             raise CurateConfigError(f"{name}.enabled must be true or false, got {enabled!r}")
         if enabled:
             stages[name] = {k: v for k, v in section.items() if k != "enabled"}
+            try:
+                # The filter's one key, its rule list, is parsed below into `rules`.
+                check_keys(stages[name], {"rules"}, name) if name == "filter" else spec.check(stages[name])
+            except OptionsError as exc:
+                raise CurateConfigError(str(exc)) from None
     thresholds = DEFAULT_THRESHOLDS.as_dict()
     extra = cfg.get("thresholds") or {}
     if not isinstance(extra, dict):
@@ -100,12 +109,10 @@ def parse_config(cfg: dict) -> CurateConfig:
             raise CurateConfigError(f"rule {rule.get('name')!r}: stage {needs!r} is not a curate stage ({', '.join(STAGE_ORDER)})")
         if needs is None or needs in stages:
             rules.append(rule)
-    runtime_section = dict(cfg.get("runtime") or {})
-    known = {"workers", "batch_size", "num_cpus", "actor_cpus", "task_cpus", "inflight_mb_per_worker"}
-    unknown = set(runtime_section) - known
-    if unknown:
-        raise CurateConfigError(f"runtime: unknown keys {sorted(unknown)} (known: {', '.join(sorted(known))})")
-    runtime = Runtime(**runtime_section)
+    try:
+        runtime = from_mapping(Runtime, cfg.get("runtime") or {}, "runtime")
+    except OptionsError as exc:
+        raise CurateConfigError(str(exc)) from None
     if runtime.workers is not None and (not isinstance(runtime.workers, int) or runtime.workers < 1):
         raise CurateConfigError(f"runtime.workers must be a positive integer or null, got {runtime.workers!r}")
     for key in ("actor_cpus", "task_cpus"):

@@ -17,8 +17,6 @@ The driver never holds rows; it reads back two string columns in streaming batch
 """
 from __future__ import annotations
 
-import functools
-import importlib
 import logging
 import shutil
 import time
@@ -29,7 +27,8 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.config import STAGE_ORDER, CurateConfig
+from curate.config import CurateConfig
+from curate.registry import STAGES, known_types
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, set_column
 from schemas.funnel import StageCount, write_accounting
 from schemas.validate import validate
@@ -46,61 +45,32 @@ DROP_FROM_OUTPUT = ("raw", "http_headers")
 
 # ---------------------------------------------------------------- stage construction
 
-def _stage_factories(config: CurateConfig) -> list[tuple[str, Callable[[], Stage] | None]]:
-    """(name, zero-argument constructor) for every enabled stage in order; dedup has None."""
-    from curate.clean_lines import CleanLinesStage
-    from curate.extract import ExtractStage
-    from curate.heuristics import HeuristicsStage, Thresholds
-    from curate.langid import LangIdStage
-    from curate.pii import PiiStage
-    from curate.rules import RuleFilterStage
-    from curate.sensitive import SensitiveStage
-    from curate.url_filter import UrlFilterStage
+def run_settings(config: CurateConfig) -> dict:
+    """Run-wide values some stages receive beside their own section (curate.registry)."""
+    from curate.heuristics import Thresholds
 
-    known_thresholds = set(Thresholds.__dataclass_fields__)
-    heuristic_thresholds = {k: v for k, v in config.thresholds.items() if k in known_thresholds}
-    builders: dict[str, Callable[[dict], Callable[[], Stage]]] = {
-        "url_filter": lambda s: functools.partial(UrlFilterStage, s),
-        "extract": lambda s: functools.partial(ExtractStage, s),
-        "langid": lambda s: functools.partial(LangIdStage, s),
-        "heuristics": lambda s: functools.partial(HeuristicsStage, heuristic_thresholds, **s),
-        "clean_lines": lambda s: functools.partial(CleanLinesStage, **s),
-        "pii": lambda s: functools.partial(PiiStage, **s),
-        "sensitive": lambda s: functools.partial(SensitiveStage, **s),
-        "quality": lambda s: _quality_factory(s),
-        "filter": lambda s: functools.partial(RuleFilterStage, config.rules, config.thresholds),
-    }
-    out: list[tuple[str, Callable[[], Stage] | None]] = []
-    for name in STAGE_ORDER:
-        if not config.enabled(name):
-            continue
-        out.append((name, None if name == DEDUP_STAGE else builders[name](config.stages[name])))
-    return out
-
-
-def _quality_factory(section: dict) -> Callable[[], Stage]:
-    from curate.quality import QualityStage
-
-    return functools.partial(QualityStage, **section)
+    known = set(Thresholds.__dataclass_fields__)
+    return {"rules": config.rules, "thresholds": config.thresholds,
+            "heuristic_thresholds": {k: v for k, v in config.thresholds.items() if k in known}}
 
 
 def check_stages(config: CurateConfig) -> list[tuple[str, Callable[[], Stage] | None, bool]]:
-    """Build every stage once in the driver so config errors surface before any work.
+    """The enabled stages as (name, factory, needs_actor) triples in pipeline order.
 
-    Returns (name, factory, needs_actor) triples in pipeline order.
+    Sections were validated by parse_config without building a stage; the rules are checked
+    against the columns the enabled stages declare. Nothing is built (or loaded) here.
     """
     from curate.rules import RuleSet
 
+    settings = run_settings(config)
     plan = []
-    for name, factory in _stage_factories(config):
-        if factory is None:
-            plan.append((name, None, False))
+    for spec in STAGES:
+        if not config.enabled(spec.key):
             continue
-        try:
-            stage = factory()
-        except TypeError as exc:  # an unknown keyword in a stage section
-            raise ValueError(f"config section {name!r}: {exc}") from None
-        plan.append((name, factory, bool(getattr(stage, "needs_actor", False))))
+        section = {} if spec.key == "filter" else config.stages[spec.key]
+        spec.check_files(section)
+        factory = None if spec.is_global else spec.factory(section, settings)
+        plan.append((spec.key, factory, spec.actor))
     if config.enabled("filter"):
         RuleSet(config.rules, config.thresholds).check_columns(produced_columns(config))
     return plan
@@ -108,28 +78,12 @@ def check_stages(config: CurateConfig) -> list[tuple[str, Callable[[], Stage] | 
 
 def produced_columns(config: CurateConfig) -> set[str]:
     """Columns the enabled stages produce (what the rules may refer to)."""
-    from curate.heuristics import LABEL_TYPES
     from schemas.records import DOCUMENT, RAW_PAGE
 
     cols = {f.name for f in DOCUMENT.required + DOCUMENT.optional + RAW_PAGE.required + RAW_PAGE.optional}
-    per_stage = {
-        "url_filter": {"domain", "url_score", "url_block_reason"},
-        "extract": {"charset_used"},
-        "langid": {"lang", "lang_score"},
-        "heuristics": set(LABEL_TYPES),
-        "clean_lines": {"lines_removed"},
-        "pii": {"pii_email_count", "pii_ip_count", "pii_phone_count"},
-        "sensitive": {"sensitive_count", "sensitive_ratio"},
-        "quality": {"ppl", "quality_score"},
-    }
-    for name, names in per_stage.items():
-        if config.enabled(name):
-            cols |= names
-    if config.enabled(DEDUP_STAGE):
-        try:
-            cols |= set(importlib.import_module("curate.dedup").LABEL_COLUMNS)
-        except (ImportError, AttributeError):
-            pass
+    for spec in STAGES:
+        if config.enabled(spec.key):
+            cols |= set(spec.label_types())
     return cols
 
 
@@ -227,16 +181,9 @@ def _validate_kept(batch: pa.Table, kept) -> pa.Table:
 
 
 def _known_types() -> dict[str, pa.DataType]:
-    from curate.heuristics import LABEL_TYPES
     from schemas.records import DOCUMENT
 
-    types = {f.name: f.type for f in DOCUMENT.required + DOCUMENT.optional}
-    types.update(LABEL_TYPES)
-    types.update({"lines_removed": pa.int64(), "pii_email_count": pa.int64(), "pii_ip_count": pa.int64(),
-                  "pii_phone_count": pa.int64(), "sensitive_count": pa.int64(), "sensitive_ratio": pa.float64(),
-                  "lang_score": pa.float64(), "url_score": pa.float64(), "ppl": pa.float64(),
-                  "quality_score": pa.float64()})
-    return types
+    return {**{f.name: f.type for f in DOCUMENT.required + DOCUMENT.optional}, **known_types()}
 
 
 # ---------------------------------------------------------------- accounting
@@ -362,13 +309,9 @@ def _repartition_rows(ds, rows: int, num_cpus: float):
 
 
 def _run_dedup(ds, section: dict, task_cpus: float | None = None):
-    try:
-        deduplicate = importlib.import_module("curate.dedup").deduplicate
-        ds = deduplicate(ds, section)
-    except (ImportError, AttributeError) as exc:  # the dedup package is being built beside this one
-        log.warning("dedup is enabled but curate.dedup cannot run (%s): skipping it", exc)
-        return ds
-    return ds.map_batches(fill_dedup_stage, batch_format="pyarrow", num_cpus=task_cpus)
+    from curate.dedup import deduplicate
+
+    return deduplicate(ds, section).map_batches(fill_dedup_stage, batch_format="pyarrow", num_cpus=task_cpus)
 
 
 def prepare_embedded_ray(num_cpus: int | None = None) -> None:
@@ -452,9 +395,6 @@ def _iso(epoch: float) -> str:
 
 
 def _write_card(directory: Path, run: dict, counts: list[StageCount]) -> None:
-    try:
-        card = importlib.import_module("schemas.card")
-    except ImportError:
-        log.info("schemas.card is not available: no dataset card written")
-        return
-    card.write_card(directory, kind="document", run=run, funnel=counts, text_column="text")
+    from schemas.card import write_card
+
+    write_card(directory, kind="document", run=run, funnel=counts, text_column="text")

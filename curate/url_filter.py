@@ -27,12 +27,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 
 from curate.stage import Stage, mark_drops, set_column
+from schemas.options import from_mapping
 
 BUILTIN_BLOCKLIST = Path(__file__).with_name("data") / "blocklist.txt"
 
@@ -148,31 +150,40 @@ def url_score(url: str, good_domains: frozenset[str] = frozenset()) -> float:
     return round(min(1.0, max(0.0, score)), 4)
 
 
+@dataclass
+class UrlFilterConfig:
+    """The `url_filter:` section (keys documented in the module docstring)."""
+
+    blocklist_files: list[str] = field(default_factory=lambda: ["builtin"])
+    blocked_domains: list[str] = field(default_factory=list)
+    banned_keywords: list[str] = field(default_factory=list)
+    regex_rules: dict[str, str] = field(default_factory=dict)
+    good_domains: list[str] = field(default_factory=list)
+    drop: bool = True
+
+
 class UrlFilterStage(Stage):
     """Blocklist / keyword / regex drops plus `domain` and `url_score` labels."""
 
     name = "url_filter"
 
-    def __init__(self, config: dict | None = None):
-        cfg = dict(config or {})
-        known = {"blocklist_files", "blocked_domains", "banned_keywords", "regex_rules", "good_domains", "drop"}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"url_filter config: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        files = cfg.get("blocklist_files", ["builtin"])
-        self.blocklist_files = [str(BUILTIN_BLOCKLIST) if f == "builtin" else os.fspath(f) for f in files or []]
+    def __init__(self, config: "UrlFilterConfig | dict | None" = None):
+        if not isinstance(config, UrlFilterConfig):
+            config = from_mapping(UrlFilterConfig, config, "url_filter")
+        self.blocklist_files = [str(BUILTIN_BLOCKLIST) if f == "builtin" else os.fspath(f)
+                                for f in config.blocklist_files or []]
         for f in self.blocklist_files:  # fail at construction, naming the file, not inside a worker
             load_blocklist(f)
-        self.extra_domains = frozenset(d.lower().strip().removeprefix("www.") for d in cfg.get("blocked_domains") or [])
-        self.keywords = [k.lower() for k in cfg.get("banned_keywords") or [] if k]
+        self.extra_domains = frozenset(d.lower().strip().removeprefix("www.") for d in config.blocked_domains or [])
+        self.keywords = [k.lower() for k in config.banned_keywords or [] if k]
         self.regex_rules = {}
-        for rule_name, pattern in (cfg.get("regex_rules") or {}).items():
+        for rule_name, pattern in (config.regex_rules or {}).items():
             try:
                 self.regex_rules[str(rule_name)] = re.compile(pattern, re.IGNORECASE)
             except re.error as exc:
                 raise ValueError(f"url_filter config: regex_rules.{rule_name}: invalid pattern {pattern!r}: {exc}") from None
-        self.good_domains = frozenset(d.lower().strip() for d in cfg.get("good_domains") or [])
-        self.drop = bool(cfg.get("drop", True))
+        self.good_domains = frozenset(d.lower().strip() for d in config.good_domains or [])
+        self.drop = bool(config.drop)
 
     def _blocked(self) -> frozenset[str]:
         domains = set(self.extra_domains)

@@ -43,7 +43,7 @@ def test_keywords_regex_and_label_only_mode():
 def test_bad_config_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="regex_rules.broken"):
         UrlFilterStage({"regex_rules": {"broken": "("}})
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown option 'blocklist' .did you mean 'blocklist_files'"):
         UrlFilterStage({"blocklist": "x"})
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         UrlFilterStage({"blocklist_files": [str(tmp_path / "missing.txt")]})

@@ -1,0 +1,147 @@
+"""Every curate stage, declared once, in pipeline order.
+
+A declaration says all the runner needs to know about a stage: its config section (also
+its name in `drop_stage` and the funnel), the stage class, the options its section may
+hold, the label columns it adds with their Arrow types, whether it loads a model (then it
+runs in an actor pool and builds on the worker, never in the driver) and whether it is on
+when its section is absent. From this one list the runner derives the order, the key
+validation, the columns the rules may use and the output column types.
+
+Adding a stage = its module (a `curate.stage.Stage` subclass) + one `StageSpec` line below
++ its section in default_config.yaml.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping
+
+import pyarrow as pa
+
+from schemas.options import check_keys, from_mapping
+
+GLOBAL = "global"  # a stage over the whole dataset (dedup), not a batch function
+
+
+def _load(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    key: str
+    # "module:Class" of the Stage, imported only when the stage is built or checked, so a
+    # disabled stage's heavy imports (torch, fasttext) never happen.
+    stage: str
+    # Label columns and their Arrow types: a mapping, or "module:NAME" of a mapping or of
+    # a list of pyarrow fields.
+    labels: Mapping[str, pa.DataType] | str = ()
+    actor: bool = False
+    default_enabled: bool = True
+    # "module:Dataclass" whose fields are the section's keys, passed to the stage as one
+    # object; None = the section's keys are the stage class's keyword arguments.
+    options: str | None = None
+    # Run-wide settings the stage also receives: keyword argument -> name in the run
+    # settings the runner derives from the whole config (curate.pipeline.run_settings).
+    run_settings: Mapping[str, str] = ()
+
+    def label_types(self) -> dict[str, pa.DataType]:
+        labels = _load(self.labels) if isinstance(self.labels, str) else self.labels
+        if isinstance(labels, Mapping):
+            return dict(labels)
+        return {f.name: f.type for f in labels}
+
+    @property
+    def is_global(self) -> bool:
+        return self.stage == GLOBAL
+
+    def option_keys(self) -> list[str]:
+        if self.options:
+            return [f.name for f in fields(_load(self.options))]
+        parameters = inspect.signature(_load(self.stage).__init__).parameters
+        return [n for n, p in parameters.items()
+                if n != "self" and n not in self.run_settings and p.kind is not p.VAR_KEYWORD]
+
+    def check(self, section: dict) -> None:
+        """Validate the section's keys (and an options dataclass's own checks) without
+        building the stage: no model loads in the driver."""
+        if self.is_global:
+            return
+        if self.options:
+            from_mapping(_load(self.options), section, self.key)
+        else:
+            check_keys(section, self.option_keys(), self.key)
+
+    def check_files(self, section: dict) -> None:
+        """A model the stage would load on a worker must exist: say so before any data is read."""
+        model_path = section.get("model_path")
+        if isinstance(model_path, str) and model_path and not _exists(model_path):
+            raise FileNotFoundError(f"{self.key}.model_path: {model_path} does not exist")
+
+    def factory(self, section: dict, run: Mapping[str, Any]) -> Callable[[], Any]:
+        """A zero-argument constructor of the stage (called on the worker)."""
+        extra = {kwarg: run[name] for kwarg, name in dict(self.run_settings).items()}
+        return _Build(self.stage, self.options, dict(section), extra)
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).expanduser().exists()
+
+
+@dataclass(frozen=True)
+class _Build:
+    """Picklable stage constructor (Ray ships it to the workers)."""
+
+    stage: str
+    options: str | None
+    section: dict
+    extra: dict
+
+    def __call__(self):
+        cls = _load(self.stage)
+        if self.options:
+            return cls(from_mapping(_load(self.options), self.section, cls.name), **self.extra)
+        return cls(**self.section, **self.extra)
+
+
+_INT, _FLOAT, _STR = pa.int64(), pa.float64(), pa.string()
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("url_filter", "curate.url_filter:UrlFilterStage", options="curate.url_filter:UrlFilterConfig",
+              labels={"domain": _STR, "url_score": _FLOAT, "url_block_reason": _STR}),
+    StageSpec("extract", "curate.extract:ExtractStage", options="curate.extract:ExtractConfig",
+              labels={"charset_used": _STR}),
+    StageSpec("langid", "curate.langid:LangIdStage", options="curate.langid:LangIdConfig", actor=True,
+              labels={"lang": _STR, "lang_score": _FLOAT}),
+    StageSpec("heuristics", "curate.heuristics:HeuristicsStage", labels="curate.heuristics:LABEL_TYPES",
+              run_settings={"thresholds": "heuristic_thresholds"}),
+    StageSpec("clean_lines", "curate.clean_lines:CleanLinesStage", labels={"lines_removed": _INT}),
+    StageSpec("pii", "curate.pii:PiiStage",
+              labels={"pii_email_count": _INT, "pii_ip_count": _INT, "pii_phone_count": _INT}),
+    StageSpec("sensitive", "curate.sensitive:SensitiveStage",
+              labels={"sensitive_count": _INT, "sensitive_ratio": _FLOAT}),
+    StageSpec("dedup", GLOBAL, labels="curate.dedup.survivor:LABEL_FIELDS"),
+    StageSpec("quality", "curate.quality:QualityStage", actor=True, default_enabled=False,
+              labels={"ppl": _FLOAT, "quality_score": _FLOAT}),
+    StageSpec("filter", "curate.rules:RuleFilterStage", run_settings={"rules": "rules", "thresholds": "thresholds"}),
+)
+
+STAGE_ORDER: tuple[str, ...] = tuple(s.key for s in STAGES)
+_BY_KEY = {s.key: s for s in STAGES}
+
+
+def get_spec(key: str) -> StageSpec:
+    return _BY_KEY[key]
+
+
+def known_types() -> dict[str, pa.DataType]:
+    """Arrow types of every column a stage can add (for all-null columns of a batch)."""
+    types: dict[str, pa.DataType] = {}
+    for spec in STAGES:
+        types.update(spec.label_types())
+    return types
+
