@@ -25,7 +25,11 @@ def resolve_model_path(name: str) -> str:
         return str(tiny_model_path())
     expanded = os.path.expanduser(name)
     if os.path.exists(expanded):
-        return expanded
+        # Stage chaining: a run directory or a LoRA adapter directory trains on from its full
+        # weights (a LoRA run's adapters merged into their base once, see train.run_models).
+        from train.run_models import chained_model_path
+
+        return chained_model_path(expanded) or expanded
     looks_like_path = expanded.startswith(("/", "./", "../", "~")) or expanded.count("/") > 1 or os.sep == "\\" and "\\" in expanded
     if looks_like_path:
         raise ModelLoadError(f"model path {name!r} does not exist")
