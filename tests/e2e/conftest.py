@@ -227,11 +227,113 @@ def ray_two_nodes():
     """A head node and a second raylet, 1 CPU each, token auth on; yields the RayCluster.
 
     GCS health checks run every second with a threshold of 3 (defaults: 3 s and 5), so a
-    node a fault test kills is declared dead in seconds rather than about half a minute."""
+    node that a fault test kills is declared dead in seconds rather than about half a minute."""
     _skip_without_cli()
-    with running_cluster([1, 1], {"RAY_health_check_period_ms": "1000",
-                                           "RAY_health_check_failure_threshold": "3"}) as cluster:
+    # No PYTHONPATH to the checkout: jobs find their code through `--working-dir`, as a user's do.
+    with running_cluster([1, 1], {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                                  "PYTHONPATH": ""}) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def e2e_cache(tmp_path_factory) -> Path:
+    """One RAYMILL_CACHE for every job of the session: the sample crawl and the tiny models are
+    built once, by the first job that needs them."""
+    return tmp_path_factory.mktemp("raymill-cache")
+
+
+def job_command(cluster: RayCluster, entrypoint: list[str], env_vars: dict[str, str] | None = None,
+                working_dir: bool = True) -> list[str]:
+    """`ray job submit` as a user types it: the checkout as working_dir (the job's cwd on the
+    cluster), job-wide environment variables through the runtime_env (the CLI's own environment
+    never reaches the job: drivers and workers inherit `ray start`'s environment)."""
+    cmd = [RAY, "job", "submit", "--address", cluster.dashboard]
+    if working_dir:
+        cmd += ["--working-dir", str(REPO)]
+    if env_vars:
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    return [*cmd, "--", *entrypoint]
+
+
+def submit_job(cluster: RayCluster, entrypoint: list[str], env_vars: dict[str, str] | None = None,
+               timeout: float = 600, working_dir: bool = True) -> subprocess.CompletedProcess:
+    """Submit and follow the job to its end; the CLI exits non-zero when the job fails."""
+    return subprocess.run(job_command(cluster, entrypoint, env_vars, working_dir), env=cluster.env,
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def start_job(cluster: RayCluster, entrypoint: list[str], env_vars: dict[str, str] | None = None,
+              log: Path | None = None) -> subprocess.Popen:
+    """Submit in the background (the CLI follows the job's logs into `log`), for fault tests that act mid-run."""
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it until it exits
+    return subprocess.Popen(job_command(cluster, entrypoint, env_vars), env=cluster.env, stdout=out,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def job_output(proc: subprocess.Popen, log: Path, timeout: float = 600) -> tuple[int, str]:
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return code, log.read_text(errors="replace")
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.2):
+    """Poll `predicate` until it returns something truthy; fail the test naming `what`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def list_state(cluster: RayCluster, kind: str, *filters: str) -> list[dict]:
+    """`ray list actors|tasks ... --detail` through the state API (dead actors and finished tasks included)."""
+    cmd = [RAY, "list", kind, "--address", cluster.dashboard, "--format", "json", "--detail", "--limit", "10000"]
+    for f in filters:
+        cmd += ["--filter", f]
+    done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout or "[]")
+
+
+def dataset_rows(directory: Path) -> dict[str, tuple[str | None, str | None]]:
+    """Every row of a curate-style dataset: id -> (drop_stage, drop_reason); kept rows map to (None, None).
+    Two runs over the same input that agree here kept and dropped the same rows for the same reasons."""
+    import pyarrow.dataset as pads
+
+    rows: dict[str, tuple[str | None, str | None]] = {}
+    for part in ("data", "dropped"):
+        files = sorted(str(f) for f in (directory / part).glob("*.parquet"))
+        if not files:
+            continue
+        columns = ["id"] + (["drop_stage", "drop_reason"] if part == "dropped" else [])
+        table = pads.dataset(files, format="parquet").to_table(columns=columns)
+        stages = table.column("drop_stage").to_pylist() if part == "dropped" else [None] * table.num_rows
+        reasons = table.column("drop_reason").to_pylist() if part == "dropped" else [None] * table.num_rows
+        for row_id, stage, reason in zip(table.column("id").to_pylist(), stages, reasons):
+            assert row_id not in rows, f"row {row_id} written twice in {directory}"
+            rows[row_id] = (stage, reason)
+    return rows
+
+
+CURATE_SECONDS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def curate_reference(ray_two_nodes, e2e_cache, tmp_path_factory) -> Path:
+    """An undisturbed curate run of the embedded sample crawl on the two-node cluster: the
+    multi-node test checks it, the fault tests compare their disturbed runs with it."""
+    out = tmp_path_factory.mktemp("reference") / "curated"
+    started = time.time()
+    done = submit_job(ray_two_nodes, [python(), "jobs/curate.py", "--output", str(out)],
+                      {"RAYMILL_CACHE": str(e2e_cache)})
+    CURATE_SECONDS["reference"] = time.time() - started
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out
 
 
 def submit(address: str, env: dict, entrypoint: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
