@@ -116,17 +116,23 @@ class PolicyLossTerms:
 def policy_objective(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
                      aggregation: str, clip_low: float, clip_high: float | None = None,
                      ref_logps: torch.Tensor | None = None, kl_coef_in_loss: float = 0.0, kl_estimator: str = "k3",
-                     entropy: torch.Tensor | None = None, entropy_coef: float = 0.0,
-                     max_tokens: int | None = None) -> PolicyLossTerms:
+                     kl_importance_weighted: bool = False, entropy: torch.Tensor | None = None,
+                     entropy_coef: float = 0.0, max_tokens: int | None = None) -> PolicyLossTerms:
     """Clipped surrogate (+ β·KL per token when the KL is in the loss) aggregated as asked,
-    minus the entropy bonus (always a token mean, so its scale does not depend on the aggregation)."""
+    minus the entropy bonus (always a token mean, so its scale does not depend on the aggregation).
+
+    `kl_importance_weighted` multiplies the per-token KL by the ratio π/π_old: the samples come
+    from π_old, so this makes the KL's gradient the unbiased reverse-KL gradient (DeepSeek-V3.2;
+    TRL's GRPOTrainer does it by default, `use_bias_correction_kl`)."""
     per_token, clipped = clipped_surrogate(logps, old_logps, advantages, clip_low, clip_high)
     zero = logps.new_zeros(())
     kl = zero
     if ref_logps is not None and kl_coef_in_loss:
         per_token_kl = kl_estimate(logps, ref_logps, kl_estimator)
-        per_token = per_token + kl_coef_in_loss * per_token_kl
         kl = masked_mean(per_token_kl.detach(), mask)
+        if kl_importance_weighted:
+            per_token_kl = per_token_kl * torch.exp(logps - old_logps)
+        per_token = per_token + kl_coef_in_loss * per_token_kl
     policy = aggregate(per_token, mask, aggregation, max_tokens)
     loss = policy
     mean_entropy = zero
