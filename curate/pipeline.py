@@ -12,7 +12,7 @@ Execution plan (one streaming pass over the input)
 - Every stage times itself per batch and reports the seconds to a tiny `StageClock`
   actor; row counts per stage and reason are read back from the written `drop_stage` /
   `drop_reason` columns (two small columns), so the accounting is exact by construction.
-- All of it happens inside `atomic_output_dir`: a failed run leaves no final directory.
+- All of it happens inside `schemas.dataset_io.dataset_dir`: a failed run leaves no final directory.
 The driver never holds rows; it reads back two string columns in streaming batches.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from curate.config import CurateConfig
 from curate.registry import STAGES, known_types
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, set_column
-from schemas.funnel import StageCount, write_accounting
+from schemas.funnel import Funnel, StageCount
 from schemas.validate import validate
 
 log = logging.getLogger(__name__)
@@ -208,28 +208,9 @@ def count_drops(directory: Path) -> tuple[int, dict[tuple[str, str], int]]:
 
 def build_accounting(kept: int, drops: dict[tuple[str, str], int], seconds: dict[str, float],
                      stage_names: list[str]) -> list[StageCount]:
-    """The funnel: stages in pipeline order, each with rows in, kept, dropped by reason, seconds.
-
-    A drop_stage the plan does not know (e.g. a name the dedup stage chose) is placed
-    right after dedup, or at the end.
-    """
-    dropped: dict[str, dict[str, int]] = defaultdict(dict)
-    for (stage, reason), rows in drops.items():
-        dropped[stage][reason] = dropped[stage].get(reason, 0) + rows
-    order = list(stage_names)
-    for name in dropped:
-        if name not in order:
-            at = order.index(DEDUP_STAGE) + 1 if DEDUP_STAGE in order else len(order)
-            order.insert(at, name)
-    rows_in = kept + sum(drops.values())
-    counts = []
-    for name in order:
-        reasons = dict(sorted(dropped.get(name, {}).items()))
-        out = StageCount(stage=name, rows_in=rows_in, kept=rows_in - sum(reasons.values()), dropped=reasons,
-                         seconds=round(seconds.get(name, 0.0), 6))
-        counts.append(out)
-        rows_in = out.kept
-    return counts
+    """The funnel in pipeline order; a drop_stage the plan does not know (a name the dedup
+    stage chose) is placed right after dedup, or at the end."""
+    return Funnel.from_drops(kept, drops, stage_names, seconds, unplaced_after=DEDUP_STAGE).as_list()
 
 
 # ---------------------------------------------------------------- the run
@@ -345,26 +326,24 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
     """Run the whole pipeline into `output_dir` atomically; return a short summary."""
     import ray
 
-    from schemas.dataset_io import atomic_output_dir
+    from schemas.dataset_io import dataset_dir
 
     plan = check_stages(config)
     started = time.time()
     t0 = time.perf_counter()
     clock = ray.remote(num_cpus=0)(StageClock).remote()
-    with atomic_output_dir(output_dir) as tmp:
-        staging = tmp / "_staging"
+    with dataset_dir(output_dir, "document") as out:
+        staging = out.root / "_staging"
         ds, family = build_dataset(config, inputs, plan, clock)
         ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN],
                          ray_remote_args={"num_cpus": config.runtime.task_cpus})
         for part in ("data", "dropped"):
             written = staging / f"{OUTPUT_COLUMN}={part}"
             if written.is_dir():
-                written.rename(tmp / part)
-            else:
-                (tmp / part).mkdir()
+                written.rename(out.root / part)
         shutil.rmtree(staging)
         seconds = ray.get(clock.totals.remote())
-        kept, drops = count_drops(tmp)
+        kept, drops = count_drops(out.root)
         counts = build_accounting(kept, drops, seconds, stage_names(plan, family))
         run = {
             "job": "curate",
@@ -378,9 +357,7 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             "untimed_stages": [READ_STAGE] + ([DEDUP_STAGE] if config.enabled(DEDUP_STAGE) else []),
             "config": config.raw,
         }
-        write_accounting(tmp, counts, run)
-        if write_card:
-            _write_card(tmp, run, counts)
+        out.finish(counts, run, card=write_card, text_column="text")
     ray.kill(clock)
     total = counts[0].rows_in if counts else 0
     return {"output": str(Path(output_dir).resolve()), "rows_in": total, "kept": kept, "dropped": total - kept,
@@ -392,9 +369,3 @@ def _iso(epoch: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_card(directory: Path, run: dict, counts: list[StageCount]) -> None:
-    from schemas.card import write_card
-
-    write_card(directory, kind="document", run=run, funnel=counts, text_column="text")

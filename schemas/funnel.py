@@ -49,3 +49,64 @@ def read_accounting(directory: str | Path) -> tuple[list[StageCount], dict]:
         raise ValueError(f"{path} has version {payload.get('version')}, newer than this raymill "
                          f"understands ({ACCOUNTING_VERSION}); upgrade raymill")
     return [StageCount(**s) for s in payload["stages"]], payload.get("run", {})
+
+
+class Funnel:
+    """The one row counter every job uses: stages in order, each with rows in, kept, dropped
+    by reason and seconds. Counts may arrive one row at a time (`keep`, `drop`), in bulk
+    (`add`), or as the written outputs' drop columns (`from_drops`)."""
+
+    def __init__(self, stages: list[str] | tuple[str, ...] = ()):
+        self._stages: dict[str, StageCount] = {}
+        for name in stages:
+            self.stage(name)
+
+    def stage(self, name: str) -> StageCount:
+        if name not in self._stages:
+            self._stages[name] = StageCount(name, 0, 0, {}, 0.0)
+        return self._stages[name]
+
+    def keep(self, stage: str, n: int = 1) -> None:
+        self.add(stage, rows_in=n, kept=n)
+
+    def drop(self, stage: str, reason: str, n: int = 1) -> None:
+        self.add(stage, rows_in=n, dropped={reason: n})
+
+    def timed(self, stage: str, seconds: float) -> None:
+        self.stage(stage).seconds += seconds
+
+    def add(self, stage: str, rows_in: int = 0, kept: int = 0, dropped: dict[str, int] | None = None,
+            seconds: float = 0.0) -> None:
+        count = self.stage(stage)
+        count.rows_in += rows_in
+        count.kept += kept
+        for reason, n in (dropped or {}).items():
+            count.dropped[reason] = count.dropped.get(reason, 0) + n
+        count.seconds += seconds
+
+    def as_list(self) -> list[StageCount]:
+        return list(self._stages.values())
+
+    @classmethod
+    def from_drops(cls, kept: int, drops: dict[tuple[str, str], int], order: list[str],
+                   seconds: dict[str, float] | None = None, unplaced_after: str | None = None) -> "Funnel":
+        """A chained funnel from final counts: `kept` rows survived every stage, `drops` maps
+        (stage, reason) to rows. Each stage's rows in are the previous stage's kept. A stage
+        that `order` does not name goes right after `unplaced_after` (or at the end)."""
+        by_stage: dict[str, dict[str, int]] = {}
+        for (stage, reason), rows in drops.items():
+            by_stage.setdefault(stage, {})
+            by_stage[stage][reason] = by_stage[stage].get(reason, 0) + rows
+        order = list(order)
+        for name in by_stage:
+            if name not in order:
+                at = order.index(unplaced_after) + 1 if unplaced_after in order else len(order)
+                order.insert(at, name)
+        funnel, rows_in = cls(), kept + sum(drops.values())
+        for name in order:
+            reasons = dict(sorted(by_stage.get(name, {}).items()))
+            lost = sum(reasons.values())
+            funnel.add(name, rows_in=rows_in, kept=rows_in - lost, dropped=reasons,
+                       seconds=round((seconds or {}).get(name, 0.0), 6))
+            rows_in -= lost
+        return funnel

@@ -6,21 +6,16 @@ as plain Parquet with id, text, drop_reason, drop_stage and the raw model output
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from schemas.dataset_io import atomic_output_dir, write_json, write_parquet
-from schemas.funnel import StageCount, write_accounting
+from schemas.dataset_io import dataset_dir
+from schemas.funnel import StageCount
 from schemas.validate import table_from_rows
 from synth.checkpoint import table_from_dicts
 
-log = logging.getLogger(__name__)
-
-DATA_DIR, DROPPED_DIR = "data", "dropped"
 HTTP_ERROR = "http_error"  # the drop reason every synth stage gives a model call that failed after retries
 DROPPED_REQUIRED = ("id", "text", "drop_reason", "drop_stage")
 
@@ -53,24 +48,10 @@ def write_dataset(output: str | Path, kind: str, rows: list[dict], dropped: list
         raise ValueError(f"{kind} output: id {dup!r} appears more than once")
     table = table_from_rows(rows, kind) if rows else None
     run = {**run, "warnings": list(run.get("warnings") or []) + failure_warnings(stages)}
-    with atomic_output_dir(output) as tmp:
+    with dataset_dir(output, kind) as out:
         if table is not None:
-            write_parquet(table, tmp / DATA_DIR, kind)
-        else:
-            (tmp / DATA_DIR).mkdir()
+            out.write_data(table)
         if dropped:
-            (tmp / DROPPED_DIR).mkdir()
-            pq.write_table(dropped_table(dropped), tmp / DROPPED_DIR / "part-00000.parquet")
-        write_accounting(tmp, stages, run)
-        if card:
-            _write_card(tmp, kind, run, stages)
+            out.write_dropped(dropped_table(dropped))
+        out.finish(stages, run, card=card)
     return Path(output)
-
-
-def _write_card(directory: Path, kind: str, run: dict, stages: list[StageCount]) -> None:
-    try:
-        from schemas.card import write_card
-    except ImportError:  # the card module is optional for synthesis
-        write_json({"kind": kind, "run": run}, directory / "card.json")
-        return
-    write_card(directory, kind=kind, run=run, funnel=stages)

@@ -57,9 +57,7 @@ class _SplitWriter:
 def write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
     """Write `<run_dir>/train_data/` (rows, accounting, card/); returns the card directory, or
     None where the stats offer no card rows. Kept and dropped counts must match the funnel."""
-    from schemas.card import compute_card, store_card
-    from schemas.dataset_io import atomic_output_dir
-    from schemas.funnel import write_accounting
+    from schemas.dataset_io import dataset_dir
 
     if not hasattr(stats, "card_dataset"):
         return None
@@ -69,8 +67,9 @@ def write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
     run = {"job": f"train --stage {stage}", "config": cfg.to_dict(), "inputs": list(cfg.data.data),
            "models": [str(cfg.model.tokenizer or cfg.model.model)],
            "note": "the training set as this run saw it: one row per input record, no text"}
-    with atomic_output_dir(target) as tmp:
-        kept, dropped = _SplitWriter(tmp / "data" / "part-00000.parquet"), _SplitWriter(tmp / "dropped" / "part-00000.parquet")
+    with dataset_dir(target, CARD_KINDS.get(stage, "sft")) as out:
+        # The rows carry no text, so they are not records of the kind: written as they are.
+        kept, dropped = _SplitWriter(out.data_dir / "part-00000.parquet"), _SplitWriter(out.dropped_dir / "part-00000.parquet")
         try:
             for table in _batches(stats.card_dataset()):
                 is_drop = pc.is_valid(table.column("drop_reason"))
@@ -81,12 +80,10 @@ def write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
         finally:
             kept.close()
             dropped.close()
-        (tmp / "data").mkdir(exist_ok=True)
         if kept.rows != funnel[-1].kept or dropped.rows != sum(sum(s.dropped.values()) for s in funnel):
             raise RuntimeError(f"training card rows (kept {kept.rows}, dropped {dropped.rows}) do not match "
                                f"the data stats {[vars(s) for s in funnel]}")
-        write_accounting(tmp, funnel, run)
-        store_card(compute_card(tmp, CARD_KINDS.get(stage, "sft"), run=run, funnel=funnel), tmp / "card")
+        out.finish(funnel, run)
     return target / "card"
 
 

@@ -1,7 +1,6 @@
 """Dedup one document dataset directory into another: kept rows, dropped rows, accounting, card."""
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -13,11 +12,9 @@ import pyarrow.compute as pc
 from curate.dedup.config import DedupConfig
 from curate.dedup.survivor import STAGE
 from curate.stage import DROP_REASON, DROP_STAGE
-from schemas.dataset_io import atomic_output_dir
-from schemas.funnel import StageCount, write_accounting
+from schemas.dataset_io import dataset_dir
+from schemas.funnel import StageCount
 from schemas.validate import validate
-
-log = logging.getLogger(__name__)
 
 
 def input_files(directory: str | Path) -> list[str]:
@@ -93,18 +90,11 @@ def run_dedup_dir(input_dir: str | Path, output_dir: str | Path, config: DedupCo
     run = {"job": "dedup", "started": started_at, "input": str(input_dir), "input_files": len(files), "config": config.as_dict(),
            "duplicate_clusters": clusters, "text_rules": dict(sorted(rules.items()))}
 
-    with atomic_output_dir(output_dir) as tmp:
-        for name, dropped in (("data", False), ("dropped", True)):
-            (tmp / name).mkdir()
+    with dataset_dir(output_dir, "document") as dataset:
+        for target, dropped in ((dataset.data_dir, False), (dataset.dropped_dir, True)):
             part = out.map_batches(_split, batch_format="pyarrow", fn_kwargs={"dropped": dropped})
-            part.map_batches(_validate_document, batch_format="pyarrow").write_parquet(str(tmp / name))
+            part.map_batches(_validate_document, batch_format="pyarrow").write_parquet(str(target))
         run["finished"] = _now()
-        write_accounting(tmp, stages, run)
-        try:
-            from schemas.card import write_card
-        except ImportError:
-            log.warning("schemas.card is not available: no dataset card written")
-        else:
-            write_card(tmp, kind="document", run=run, funnel=stages)
+        dataset.finish(stages, run)
     return {"rows_in": total, "kept": kept, "dropped": {**earlier, **dedup_drops}, "seconds": round(seconds, 3),
             "duplicate_clusters": clusters, "text_rules": dict(rules), "output": str(Path(output_dir).resolve())}
