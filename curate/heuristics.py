@@ -62,8 +62,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
+from curate.rules import LANG_SEPARATOR
 from curate.stage import Stage, set_column
-from curate.words import CJK_CHAR, words
+from curate.words import CJK_CHAR, SPACELESS_RANGES, words
 
 TOP_NGRAMS = (2, 3, 4)
 DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
@@ -102,10 +103,81 @@ class Thresholds:
     fineweb_max_short_line_ratio: float = 0.67
     fineweb_max_char_dup_ratio: float = 0.01
     fineweb_max_list_ratio: float = 0.3
+    # Label parameters for space-less scripts (Chinese, Japanese), see the module doc.
+    # Segmented Chinese and Japanese text averages about 1.5 characters per word, so a
+    # word n-gram of the published rules is compared with a character n-gram 1.5x as long.
+    cjk_chars_per_word: float = 1.5
+    # 30 Latin characters are about 5 English words, i.e. about 7 CJK words of ~1.5
+    # characters: a CJK (merged) line of at most 10 characters is a short line.
+    fineweb_cjk_short_line_length: int = 10
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Every threshold by name, plus the per-language overrides as `<name>@<lang>`."""
+        out = asdict(self)
+        for lang, overrides in LANGUAGE_THRESHOLDS.items():
+            for name, value in overrides.items():
+                out[f"{name}{LANG_SEPARATOR}{lang}"] = value
+        return out
 
+
+# `t.<name>` in a rule takes the value of `<name>@<lang>` (LANG_SEPARATOR) for rows whose
+# `lang` label is <lang> (curate.rules); a config overrides or adds them like any threshold.
+
+# FineWeb 2 tuned the Gopher / FineWeb filters per language and published the values in
+# its repository (github.com/huggingface/fineweb-2, configs/cmn_Hani.yml and
+# configs/jpn_Jpan.yml; fineweb-2-pipeline.py for how they are applied). Taken here:
+# - dup_line_frac -> gopher_max_dup_line_frac (cmn 0.287, jpn 0.328)
+# - top_n_grams 2/3/4 (cmn 0.256 / 0.201 / 0.171, jpn 0.239 / 0.196 / 0.172) and
+#   dup_n_grams 5..10 (cmn 0.198 / 0.182 / 0.167 / 0.154 / 0.14 / 0.127, jpn 0.243 / 0.225 /
+#   0.207 / 0.19 / 0.175 / 0.159). FineWeb 2 counts segmented words; our CJK words are
+#   characters, so for CJK text these are compared at n x cjk_chars_per_word characters.
+# - line_punct_thr -> fineweb_min_line_punct_ratio (cmn 0.106, jpn 0.096), judged on
+#   merged lines (hard-wrapped lines joined, see merge_wrapped_lines).
+# - new_line_ratio -> fineweb_max_list_ratio (cmn 0.178, jpn 0.13), newlines per
+#   word-equivalent (CJK characters / cjk_chars_per_word).
+# - max_non_alpha_words_ratio, which datatrove applies as the minimum share of words with
+#   a letter -> gopher_min_alpha_words_ratio (cmn 0.735, jpn 0.759).
+# - char_duplicates_ratio 0.1 for every language (FineWeb English used 0.01)
+#   -> fineweb_max_char_dup_ratio.
+# Not taken: language_score (0.692 / 0.886 are GlotLID probabilities; our zh/ja score is
+# the script share of curate.langid), avg word length (ours is null for CJK), and
+# FineWeb 2 switching the short-line rule off: we keep it on merged lines, measured with
+# fineweb_cjk_short_line_length, and the C4 rules it does not apply (sentences counted on
+# 。！？… work for CJK).
+LANGUAGE_THRESHOLDS: dict[str, dict[str, float]] = {
+    "zh": {
+        "gopher_max_dup_line_frac": 0.287,
+        "gopher_max_top_2gram_char_frac": 0.256,
+        "gopher_max_top_3gram_char_frac": 0.201,
+        "gopher_max_top_4gram_char_frac": 0.171,
+        "gopher_max_dup_5gram_char_frac": 0.198,
+        "gopher_max_dup_6gram_char_frac": 0.182,
+        "gopher_max_dup_7gram_char_frac": 0.167,
+        "gopher_max_dup_8gram_char_frac": 0.154,
+        "gopher_max_dup_9gram_char_frac": 0.14,
+        "gopher_max_dup_10gram_char_frac": 0.127,
+        "fineweb_min_line_punct_ratio": 0.106,
+        "fineweb_max_list_ratio": 0.178,
+        "gopher_min_alpha_words_ratio": 0.735,
+        "fineweb_max_char_dup_ratio": 0.1,
+    },
+    "ja": {
+        "gopher_max_dup_line_frac": 0.328,
+        "gopher_max_top_2gram_char_frac": 0.239,
+        "gopher_max_top_3gram_char_frac": 0.196,
+        "gopher_max_top_4gram_char_frac": 0.172,
+        "gopher_max_dup_5gram_char_frac": 0.243,
+        "gopher_max_dup_6gram_char_frac": 0.225,
+        "gopher_max_dup_7gram_char_frac": 0.207,
+        "gopher_max_dup_8gram_char_frac": 0.19,
+        "gopher_max_dup_9gram_char_frac": 0.175,
+        "gopher_max_dup_10gram_char_frac": 0.159,
+        "fineweb_min_line_punct_ratio": 0.096,
+        "fineweb_max_list_ratio": 0.13,
+        "gopher_min_alpha_words_ratio": 0.759,
+        "fineweb_max_char_dup_ratio": 0.1,
+    },
+}
 
 DEFAULT_THRESHOLDS = Thresholds()
 
@@ -120,14 +192,24 @@ STOP_WORDS: dict[str, frozenset[str]] = {
     "pt": frozenset("o a de que e do da em um para".split()),
     "nl": frozenset("de het een en van is dat op te in".split()),
     "ru": frozenset("и в не на что с по это как он".split()),
-    "zh": frozenset("的了是在和有我不这也"),
-    "ja": frozenset("のにはをたがでてとし"),
+    # FineWeb 2's stop-word lists (configs/cmn_Hani.yml, configs/jpn_Jpan.yml): all single
+    # characters (or the middle dot), so they match our one-character CJK words.
+    "zh": frozenset("的年在月是和日了於·為有被人中为他與後也而由"),
+    "ja": frozenset("のにをはたてがとで年し・月れさ"),
 }
 
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？", "」", "』")
+# CJK punctuation inside a sentence: a line ending in one is cut mid-sentence.
+_CJK_MID_PUNCT = frozenset("，、；（《“‘「『—")
+# CJK text also ends sentences with an ellipsis ("……") and closes them with brackets.
+CJK_TERMINAL_PUNCT = TERMINAL_PUNCT + ("…", "）", "】", "～")
+# A CJK line ending in one of these continues on the next line (a hard wrap or a heading).
+_CJK_LINE_END_FINAL = CJK_TERMINAL_PUNCT + ("：", ":", "|")
 BULLETS = ("•", "●", "○", "◦", "■", "□", "▪", "▫", "‣", "⁃", "·", "*", "-", "–", "—", "➢", "→", "✓", "✔")
 _STRIP = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»„…–—•·¡¿。、，！？：；「」『』（）【】《》"
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+")
+# Latin sentence ends need a following space; CJK ones do not (no spaces between
+# sentences): 。！？ anywhere, and an ellipsis or ASCII !? right after a CJK character.
+_SENTENCE_END = re.compile(rf"[.!?]+[\"'”’)\]]*(?=\s|$)|[。！？]+|(?<=[{SPACELESS_RANGES}])(?:…+|[!?]+)")
 _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                      "use cookies", "accept cookies", "all rights reserved")
@@ -154,12 +236,24 @@ def _covered_chars(starts: np.ndarray, n: int, lens: np.ndarray) -> int:
     return int(lens[covered].sum())
 
 
-def ngram_char_fractions(stripped: list[str]) -> dict[str, float]:
-    """Gopher top-n-gram (2..4) and duplicated-n-gram (5..10) character fractions."""
+def scaled_ngram(n: int, words_per_unit: float) -> int:
+    """The n-gram length (in our words) that stands for a published word n-gram."""
+    return max(1, int(n * words_per_unit + 0.5))
+
+
+def ngram_char_fractions(stripped: list[str], words_per_unit: float = 1.0) -> dict[str, float]:
+    """Gopher top-n-gram (2..4) and duplicated-n-gram (5..10) character fractions.
+
+    `words_per_unit` > 1 measures each published word n-gram as an n-gram of that many
+    times n of our words (CJK text: characters per word, see `Thresholds.cjk_chars_per_word`).
+    """
     out = {f"gopher_top_{n}gram_char_frac": 0.0 for n in TOP_NGRAMS}
     out.update({f"gopher_dup_{n}gram_char_frac": 0.0 for n in DUP_NGRAMS})
     if len(stripped) < 2:
         return out
+    # label n -> the n-gram length actually measured
+    top_len = {n: scaled_ngram(n, words_per_unit) for n in TOP_NGRAMS}
+    dup_len = {n: scaled_ngram(n, words_per_unit) for n in DUP_NGRAMS}
     vocab: dict[str, int] = {}
     ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in stripped), np.uint64, len(stripped))
     lens = np.fromiter((len(w) for w in stripped), np.int64, len(stripped))
@@ -167,17 +261,19 @@ def ngram_char_fractions(stripped: list[str]) -> dict[str, float]:
     if total == 0:
         return out
     hashes, power = None, np.uint64(1)
-    for n in range(1, max(DUP_NGRAMS) + 1):
+    for n in range(1, max(dup_len.values()) + 1):
         if n > 1:
             with np.errstate(over="ignore"):
                 power = power * _HASH_P
         hashes = _ngram_hashes(ids, n, hashes, power)
-        if n < 2:
+        tops = [label for label, length in top_len.items() if length == n and length >= 2]
+        dups = [label for label, length in dup_len.items() if length == n and length >= 2]
+        if not (tops or dups):
             continue
         if hashes.size < 2:
             break
         _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
-        if n in TOP_NGRAMS:
+        if tops:
             best = counts.max()
             if best > 1:
                 # Among the most frequent n-grams, the one covering most characters.
@@ -185,14 +281,40 @@ def ngram_char_fractions(stripped: list[str]) -> dict[str, float]:
                 for gram in np.flatnonzero(counts == best)[:8]:
                     starts = np.flatnonzero(inverse == gram)
                     frac = max(frac, _covered_chars(starts, n, lens) / total)
-                out[f"gopher_top_{n}gram_char_frac"] = frac
-        else:
+                for label in tops:
+                    out[f"gopher_top_{label}gram_char_frac"] = frac
+        if dups:
             # Repeats only: the first occurrence of an n-gram is not a duplicate of anything.
             first = np.full(counts.size, hashes.size, np.int64)
             np.minimum.at(first, inverse, np.arange(hashes.size))
             starts = np.flatnonzero(first[inverse] != np.arange(hashes.size))
-            out[f"gopher_dup_{n}gram_char_frac"] = _covered_chars(starts, n, lens) / total
+            frac = _covered_chars(starts, n, lens) / total
+            for label in dups:
+                out[f"gopher_dup_{label}gram_char_frac"] = frac
     return out
+
+
+def merge_wrapped_lines(lines: list[str]) -> list[str]:
+    """Join CJK lines that break inside a sentence with the line after them.
+
+    Chinese and Japanese pages often break lines at a fixed width (or with <br>) in the
+    middle of a sentence, and put headings on lines of their own: judged line by line,
+    most lines then "lack" terminal punctuation and look short. A line continues on the
+    next one when it does not end a sentence (CJK_TERMINAL_PUNCT, or a colon / table bar)
+    and one side of the break is a Han or kana character. Lines of a menu or a list of
+    links merge into one long line that still lacks terminal punctuation, so the
+    punctuation rule still catches pages made only of them.
+    """
+    merged: list[str] = []
+    for line in lines:
+        if merged:
+            previous = merged[-1]
+            if not previous.endswith(_CJK_LINE_END_FINAL) and (
+                    CJK_CHAR.match(previous[-1]) or CJK_CHAR.match(line[0]) or previous[-1] in _CJK_MID_PUNCT):
+                merged[-1] = previous + line
+                continue
+        merged.append(line)
+    return merged
 
 
 def _dup_stats(items: list[str]) -> tuple[int, int, int]:
@@ -225,7 +347,15 @@ def document_labels(text: str, lang: str | None = None, thresholds: Thresholds =
     labels: dict = {"gopher_word_count": n_words}
     cjk_words = sum(1 for w in ws if len(w) == 1 and CJK_CHAR.match(w))
     non_cjk = [w for w, s in zip(ws, stripped) if not (len(w) == 1 and CJK_CHAR.match(w))]
-    if n_words and cjk_words * 2 <= n_words and non_cjk:
+    # Mostly Chinese / Japanese: line rules judge merged lines, n-grams and the list ratio
+    # count word-equivalents (see the module doc). Other text is measured as published.
+    spaceless = n_words > 0 and cjk_words * 2 > n_words
+    chars_per_word = thresholds.cjk_chars_per_word if spaceless else 1.0
+    word_equivalents = (n_words - cjk_words) + cjk_words / chars_per_word
+    judged_lines = merge_wrapped_lines(lines) if spaceless else lines
+    n_judged = len(judged_lines)
+    terminal_punct = CJK_TERMINAL_PUNCT if spaceless else TERMINAL_PUNCT
+    if n_words and not spaceless and non_cjk:
         labels["gopher_mean_word_length"] = sum(len(w.strip(_STRIP) or w) for w in non_cjk) / len(non_cjk)
     else:
         labels["gopher_mean_word_length"] = None
@@ -244,11 +374,11 @@ def document_labels(text: str, lang: str | None = None, thresholds: Thresholds =
     pdup, pdup_chars, ptotal = _dup_stats(paragraphs)
     labels["gopher_dup_para_frac"] = pdup / len(paragraphs) if paragraphs else 0.0
     labels["gopher_dup_para_char_frac"] = pdup_chars / ptotal if ptotal else 0.0
-    labels.update(ngram_char_fractions(stripped))
+    labels.update(ngram_char_fractions(stripped, chars_per_word))
 
-    terminal = sum(1 for ln in lines if ln.endswith(TERMINAL_PUNCT))
+    terminal = sum(1 for ln in judged_lines if ln.endswith(terminal_punct))
     labels["c4_sentence_count"] = len(_SENTENCE_END.findall(text))
-    labels["c4_no_terminal_punct_lines_ratio"] = (n_lines - terminal) / n_lines if n_lines else 0.0
+    labels["c4_no_terminal_punct_lines_ratio"] = (n_judged - terminal) / n_judged if n_judged else 0.0
     labels["c4_lorem_ipsum"] = "lorem ipsum" in lower
     labels["c4_curly_bracket"] = "{" in text
     lower_lines = lower.split("\n")
@@ -256,12 +386,12 @@ def document_labels(text: str, lang: str | None = None, thresholds: Thresholds =
     labels["c4_policy_lines"] = sum(1 for ln in lower_lines if any(p in ln for p in POLICY_SUBSTRINGS))
     labels["c4_long_word"] = any(len(w) > thresholds.c4_max_word_length for w in ws)
 
-    labels["fineweb_line_punct_ratio"] = terminal / n_lines if n_lines else 0.0
-    short = thresholds.fineweb_short_line_length
-    labels["fineweb_short_line_ratio"] = (sum(1 for ln in lines if len(ln) <= short) / n_lines) if n_lines else 0.0
+    labels["fineweb_line_punct_ratio"] = terminal / n_judged if n_judged else 0.0
+    short = thresholds.fineweb_cjk_short_line_length if spaceless else thresholds.fineweb_short_line_length
+    labels["fineweb_short_line_ratio"] = (sum(1 for ln in judged_lines if len(ln) <= short) / n_judged) if n_judged else 0.0
     chars_no_newline = len(text) - text.count("\n")
     labels["fineweb_char_dup_ratio"] = dup_chars / chars_no_newline if chars_no_newline else 0.0
-    labels["fineweb_list_ratio"] = text.count("\n") / n_words if n_words else 0.0
+    labels["fineweb_list_ratio"] = text.count("\n") / word_equivalents if n_words else 0.0
     return labels
 
 

@@ -12,6 +12,11 @@ the whole batch):
 - comparisons `== != < <= > >=` (chains allowed), `in` / `not in`, `is None` / `is not None`;
 - `and`, `or`, `not`, unary minus, and `+ - * /` between numbers/columns.
 
+Per-language thresholds: a threshold named `<name>@<lang>` (e.g.
+`fineweb_min_line_punct_ratio@zh`, defaults in `curate.heuristics.LANGUAGE_THRESHOLDS`)
+replaces `t.<name>` for the rows whose `lang` label is <lang>; other rows, and tables
+without a `lang` column, use `t.<name>`. So one rule serves every language.
+
 Nulls follow SQL: a comparison with a null label is null, `and`/`or` use Kleene logic,
 and a rule whose result is null does NOT hold (the row is dropped with the rule's name).
 Write `x is None or x >= 3` for a label that may be absent on purpose (e.g. the mean
@@ -30,6 +35,9 @@ import pyarrow.compute as pc
 from curate.stage import Stage, mark_drops
 
 THRESHOLD_NAMESPACE = "t"
+# Per-language thresholds: `<name>@<lang>` overrides `t.<name>` for rows whose `lang` is <lang>.
+LANG_SEPARATOR = "@"
+LANG_COLUMN = "lang"
 
 
 class RuleError(ValueError):
@@ -157,10 +165,27 @@ class _Evaluator:
                 raise self.error(f"unknown column {node.id!r} (columns here: {', '.join(sorted(self.table.column_names))})")
             return self.table.column(node.id)
         if isinstance(node, ast.Attribute):
-            return pa.scalar(self.thresholds[node.attr])
+            return self._threshold(node.attr)
         if isinstance(node, ast.Constant):
             return pa.scalar(node.value)
         raise self.error(f"cannot evaluate {ast.unparse(node)!r}")  # pragma: no cover - _check refuses it
+
+    def _threshold(self, name: str) -> Value:
+        """`t.<name>`: one scalar, or per row when `<name>@<lang>` overrides exist and the
+        table has a `lang` label (rows of other languages, or without one, get the default)."""
+        default = self.thresholds[name]
+        prefix = f"{name}{LANG_SEPARATOR}"
+        per_lang = {key[len(prefix):]: value for key, value in self.thresholds.items() if key.startswith(prefix)}
+        if not per_lang or LANG_COLUMN not in self.table.column_names:
+            return pa.scalar(default)
+        all_ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (default, *per_lang.values()))
+        value_type = pa.int64() if all_ints else pa.float64()
+        lang = self.table.column(LANG_COLUMN)
+        if not pa.types.is_string(lang.type) and not pa.types.is_large_string(lang.type):
+            lang = pc.cast(lang, pa.string())
+        position = pc.index_in(lang, value_set=pa.array(list(per_lang), pa.string()))
+        override = pc.take(pa.array(list(per_lang.values()), value_type), position)
+        return pc.coalesce(override, pa.scalar(default, value_type))
 
     def _bool(self, value: Value) -> Value:
         if not pa.types.is_boolean(value.type) and not pa.types.is_null(value.type):

@@ -15,17 +15,24 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Han (incl. extension A and compatibility ideographs), Hiragana, Katakana (+ halfwidth).
-_CJK_RANGES = (
-    "\u3400-\u4dbf"
-    "\u4e00-\u9fff"
-    "\uf900-\ufaff"
-    "\u3040-\u309f"
-    "\u30a0-\u30ff"
-    "\u31f0-\u31ff"
-    "\uff66-\uff9f"
-)
-CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
+# The one CJK character table of the project (issue 12): regex class bodies per script.
+# Han: unified ideographs, extension A, compatibility ideographs.
+HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Kana: Hiragana, Katakana, Katakana phonetic extensions, halfwidth Katakana.
+KANA_RANGES = "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+# Hangul: syllables, Jamo, compatibility Jamo. Korean puts spaces between words, so Hangul
+# is CJK for script detection but NOT one word per character (see SPACELESS_RANGES).
+HANGUL_RANGES = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+# Scripts written without spaces between words: one character = one word here.
+SPACELESS_RANGES = HAN_RANGES + KANA_RANGES
+CJK_RANGES = SPACELESS_RANGES + HANGUL_RANGES
+
+HAN_CHAR = re.compile(f"[{HAN_RANGES}]")
+KANA_CHAR = re.compile(f"[{KANA_RANGES}]")
+HANGUL_CHAR = re.compile(f"[{HANGUL_RANGES}]")
+# Historical name, kept for callers: a character of a space-less script (Han or kana).
+CJK_CHAR = re.compile(f"[{SPACELESS_RANGES}]")
+_CJK_RANGES = SPACELESS_RANGES
 # One CJK character, or a run of characters that are neither whitespace nor CJK.
 TOKEN = re.compile(f"[{_CJK_RANGES}]|[^\\s{_CJK_RANGES}]+")
 
@@ -66,3 +73,11 @@ def strip_punct(word: str) -> str:
 
 def is_cjk(token: str) -> bool:
     return len(token) == 1 and CJK_CHAR.match(token) is not None
+
+
+def spaceless_share(tokens_: list[str]) -> float:
+    """Share of `tokens_` that are single Han/kana characters (0.0 for no tokens)."""
+    if not tokens_:
+        return 0.0
+    match = CJK_CHAR.match
+    return sum(1 for t in tokens_ if len(t) == 1 and match(t) is not None) / len(tokens_)
