@@ -56,6 +56,7 @@ class FinetuningArguments:
     quantization_bit: int = 4  # qlora: 4 or 8
     quantization_type: str = "nf4"  # qlora 4-bit: nf4 | fp4
     double_quantization: bool = True
+    gradient_checkpointing: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
 
 
 @dataclass

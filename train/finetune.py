@@ -3,6 +3,9 @@
 `freeze` finds a model's transformer blocks from parameter names (`...layers.<i>.`,
 `...h.<i>.`, `...blocks.<i>.`) instead of `config.num_hidden_layers`, so it works for
 models whose config names the layer count differently or not at all.
+
+`gradient_checkpointing` is switched on here, on the model, for every type, so each
+stage's worker gets it whatever TrainingArguments it builds.
 """
 from __future__ import annotations
 
@@ -69,6 +72,31 @@ def all_linear_modules(model) -> list[str]:
     return sorted(names)
 
 
+# Non-reentrant checkpointing (torch's recommended mode) recomputes correctly when the
+# checkpointed block's inputs need no grad (frozen embeddings under LoRA/freeze) and with
+# DeepSpeed ZeRO-3; the reentrant mode would silently drop the adapters' gradients there.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
+
+def enable_gradient_checkpointing(model, peft: bool = False):
+    """Recompute each transformer block in backward instead of keeping its activations.
+
+    `peft`: the embeddings are frozen, so their output would not require grad; making it so
+    keeps the adapters' gradients flowing even if a model falls back to reentrant checkpoints.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise TrainConfigError(f"gradient_checkpointing: {type(model).__name__} does not support it")
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name; the old one warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(CHECKPOINTING_KWARGS))
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(CHECKPOINTING_KWARGS))
+    if peft:
+        model.enable_input_require_grads()
+    # A KV cache is useless in training and transformers turns checkpointing off beside it.
+    model.config.use_cache = False
+    return model
+
+
 def apply_lora(model, args: FinetuningArguments, quantized: bool = False):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -78,8 +106,12 @@ def apply_lora(model, args: FinetuningArguments, quantized: bool = False):
     if unknown:
         raise TrainConfigError(f"lora_target {unknown} match no module of the model (linear modules: {all_linear_modules(model)})")
     if quantized:
-        # Casts norms to fp32 and enables input grads so gradients reach the adapters.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # Casts norms to fp32, freezes the quantized base and (when asked) switches on
+        # checkpointing, non-reentrant: peft's own default would be the reentrant mode.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=dict(CHECKPOINTING_KWARGS))
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model, peft=True)  # the input grads peft skips in non-reentrant mode
     config = LoraConfig(
         task_type="CAUSAL_LM", r=args.lora_rank, lora_alpha=args.lora_alpha or 2 * args.lora_rank,
         lora_dropout=args.lora_dropout, target_modules=targets, use_dora=args.use_dora,
@@ -93,9 +125,10 @@ def apply_finetuning(model, args: FinetuningArguments):
     if kind == "full":
         for param in model.parameters():
             param.requires_grad_(True)
-        return model
+        return enable_gradient_checkpointing(model) if args.gradient_checkpointing else model
     if kind == "freeze":
-        return apply_freeze(model, args)
+        model = apply_freeze(model, args)
+        return enable_gradient_checkpointing(model) if args.gradient_checkpointing else model
     if kind == "lora":
         return apply_lora(model, args)
     if kind == "qlora":
