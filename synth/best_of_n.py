@@ -61,7 +61,7 @@ def best_of_n(prompts: list[Prompt], policy: Backend, scorer, cfg: BestOfNConfig
         rows.append(row)
     # select_best counts candidates (scored samples and previous bests): each ends as a prompt's
     # final best (kept) or as a drop.
-    s = funnel.stages["select_best"]
+    s = funnel.stage("select_best")
     s.kept = len(rows)
     s.rows_in = s.kept + sum(s.dropped.values())
     run = {"policy": policy.identity, "scorer": scorer.identity, "rounds": cfg.rounds,

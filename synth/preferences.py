@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import schemas.funnel
 from schemas.funnel import StageCount
 from synth.backends import Backend, ChatRequest, GenerationStats, SamplingParams
 from synth.judge import Judge
@@ -47,29 +48,17 @@ class Sample:
         return f"{self.prompt.id}#s{self.index}"
 
 
-class Funnel:
-    """Counts per stage, plus the dropped rows with their reasons and raw text."""
+class Funnel(schemas.funnel.Funnel):
+    """The shared row counter, plus the dropped rows with their reasons and raw text."""
 
     def __init__(self, stages: list[str]):
-        self.stages = {s: StageCount(s, 0, 0, {}, 0.0) for s in stages}
+        super().__init__(stages)
         self.dropped: list[dict] = []
 
-    def keep(self, stage: str, n: int = 1) -> None:
-        self.stages[stage].rows_in += n
-        self.stages[stage].kept += n
-
     def drop(self, stage: str, reason: str, item_id: str, text: str, raw: str = "", **extra: Any) -> None:
-        s = self.stages[stage]
-        s.rows_in += 1
-        s.dropped[reason] = s.dropped.get(reason, 0) + 1
+        super().drop(stage, reason)
         self.dropped.append({"id": item_id, "text": text, "drop_reason": reason, "drop_stage": stage,
                              "raw_text": raw, **extra})
-
-    def timed(self, stage: str, seconds: float) -> None:
-        self.stages[stage].seconds += seconds
-
-    def as_list(self) -> list[StageCount]:
-        return list(self.stages.values())
 
 
 def draw_samples(policy: Backend, prompts: list[Prompt], n: int, sampling: dict, seed: int, funnel: Funnel,
