@@ -17,7 +17,7 @@ Config keys (YAML under `extract:`; all optional):
     unwrap_layout_tables: true  when trafilatura prints the article as a cell of a layout
                             table ("| nav | article | nav |", a cell of 150+ characters), or
                             finds nothing, extract again with the layout tables turned into
-                            <div>s, and take that if it keeps >= 80% of the long cells' text
+                            <div>s, and take that if it keeps >= 80% of the longest cell's text
                             (bench/bench_curate_zh.py: web_zh extracted char F1 0.850 -> 0.883,
                             kept pages 17 -> 46 of 69; shared/data/web unchanged).
 
@@ -284,7 +284,7 @@ def run_with_time_limit(fn, seconds: float):
 LAYOUT_CELL_CHARS = 150
 _TABLE_PARTS = frozenset({"table", "tbody", "thead", "tfoot", "tr", "td", "th", "caption"})
 _CELL_BLOCKS = frozenset({"p", "div", "table", "ul", "ol", "blockquote", "pre", "h1", "h2", "h3", "h4", "h5", "h6"})
-# Share of the long cells' characters the unwrapped extraction must keep to be taken.
+# Share of the longest cell's characters the unwrapped extraction must keep to be taken.
 _UNWRAPPED_MIN_RECALL = 0.8
 
 
@@ -296,6 +296,18 @@ def layout_table_cells(text: str) -> list[str]:
         if len(row) > LAYOUT_CELL_CHARS and row.startswith("|") and row.endswith("|"):
             cells.extend(c.strip() for c in row.strip("|").split(" | ") if len(c.strip()) >= LAYOUT_CELL_CHARS)
     return cells
+
+
+def split_layout_rows(text: str) -> str:
+    """Rows that hold a prose cell become one line per non-empty cell: the article keeps
+    lines that end where its sentences end. Rows of short cells (menus) stay as they are."""
+    out = []
+    for line in text.split("\n"):
+        if layout_table_cells(line):
+            out.extend(cell.strip() for cell in line.strip().strip("|").split(" | ") if cell.strip())
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _is_layout_table(table) -> bool:
@@ -310,7 +322,7 @@ def _is_layout_table(table) -> bool:
 
 def unwrap_layout_tables(html: str):
     """The page as an lxml tree with its layout tables' parts renamed to <div> (data tables,
-    with short cells, stay tables); None when there is none or the page does not parse."""
+    with short cells, stay tables); None when the page does not parse."""
     import lxml.html
 
     try:
@@ -324,7 +336,7 @@ def unwrap_layout_tables(html: str):
                  if (element if element.tag == "table" else next(element.iterancestors("table"), None)) in layout]
     for element in to_rename:
         element.tag = "div"
-    return tree if layout else None
+    return tree
 
 
 def char_recall(part: str, whole: str) -> float:
@@ -378,18 +390,18 @@ class ExtractStage(Stage):
             return text
         # The article sat in a layout table (or nothing was found): extract again with the
         # layout tables turned into plain blocks, so paragraphs keep their breaks and the
-        # navigation cells stop riding along in the same "| ... |" row.
+        # navigation cells stop riding along in the same "| ... |" row. (Parsed by lxml
+        # here, which also rescues some pages trafilatura's own parse found empty.)
         unwrapped = unwrap_layout_tables(html)
-        if unwrapped is None:
-            return text
-        second = self._trafilatura_once(unwrapped, url)
+        second = self._trafilatura_once(unwrapped, url) if unwrapped is not None else None
         if not text:
             return second
         # Without tables trafilatura sometimes settles on another block (a menu, a footer):
-        # take the second result only if it still holds the long cells' text.
-        if second and char_recall("".join(long_cells), second) >= _UNWRAPPED_MIN_RECALL:
+        # take the second result only if it still holds the longest cell's text (the
+        # article; the other long cells are often related links it rightly leaves out).
+        if second and char_recall(max(long_cells, key=len), second) >= _UNWRAPPED_MIN_RECALL:
             return second
-        return text
+        return split_layout_rows(text)
 
     def _trafilatura_once(self, html, url: str | None) -> str | None:
         import trafilatura

@@ -139,6 +139,8 @@ class Thresholds:
 #   a letter -> gopher_min_alpha_words_ratio (cmn 0.735, jpn 0.759).
 # - char_duplicates_ratio 0.1 for every language (FineWeb English used 0.01)
 #   -> fineweb_max_char_dup_ratio.
+# - FineWeb 2 applies no C4 rule; we keep c4_min_sentences with a floor of 2 for CJK,
+#   whose sentences run long (web_zh f70d9c97: 3 sentences, 423 characters of news).
 # Not taken: language_score (0.692 / 0.886 are GlotLID probabilities; our zh/ja score is
 # the script share of curate.langid), avg word length (ours is null for CJK), and
 # FineWeb 2 switching the short-line rule off: we keep it on merged lines, measured with
@@ -160,6 +162,7 @@ LANGUAGE_THRESHOLDS: dict[str, dict[str, float]] = {
         "fineweb_max_list_ratio": 0.178,
         "gopher_min_alpha_words_ratio": 0.735,
         "fineweb_max_char_dup_ratio": 0.1,
+        "c4_min_sentences": 2,
     },
     "ja": {
         "gopher_max_dup_line_frac": 0.328,
@@ -176,6 +179,7 @@ LANGUAGE_THRESHOLDS: dict[str, dict[str, float]] = {
         "fineweb_max_list_ratio": 0.13,
         "gopher_min_alpha_words_ratio": 0.759,
         "fineweb_max_char_dup_ratio": 0.1,
+        "c4_min_sentences": 2,
     },
 }
 
