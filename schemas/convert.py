@@ -343,7 +343,8 @@ def write_llamafactory(table: pa.Table, kind: str, directory: str | Path, name: 
 def read_llamafactory(directory: str | Path, name: str) -> tuple[str, pa.Table]:
     """Read the dataset `name` described in `directory/dataset_info.json`; returns (kind, table).
 
-    Column renames from the entry's `columns` are honoured; JSON and JSONL files are read.
+    The entry's `columns` and sharegpt `tags` are honoured; JSON and JSONL files are read.
+    A row with images, videos or audios is refused: these converters carry text only.
     """
     directory = Path(directory)
     info_path = directory / "dataset_info.json"
@@ -355,10 +356,108 @@ def read_llamafactory(directory: str | Path, name: str) -> tuple[str, pa.Table]:
     entry = info[name]
     formatting = entry.get("formatting", "alpaca")
     kind = "preference" if entry.get("ranking") else "sft"
+    columns = llamafactory_columns(formatting, entry.get("columns"), name)
+    tags = llamafactory_tags(formatting, entry.get("tags"), name)
     path = directory / entry["file_name"]
     text = path.read_text(encoding="utf-8")
     rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
-    defaults = _dataset_info_entry(entry["file_name"], kind, formatting)["columns"]
-    columns = {**defaults, **entry.get("columns", {})}
-    renamed = [{defaults[key]: row.get(col) for key, col in columns.items() if key in defaults and col in row} for row in rows]
+    renamed = []
+    for i, row in enumerate(rows):
+        media = llamafactory_media(row, columns)
+        if media:
+            raise SchemaError(kind, media[0], "multimodal rows are not supported (text only)", i)
+        renamed.append(llamafactory_row(row, formatting, columns, tags))
     return kind, _READERS[(kind, formatting)](renamed, source=name)
+
+
+# ---------------------------------------------------------------- LLaMA-Factory entries: columns and tags
+# LLaMA-Factory's names in an entry's `columns` -> the key our alpaca/sharegpt readers take.
+# Our own key names (instruction, conversations, ...) are accepted as `columns` keys too.
+LLAMAFACTORY_COLUMNS = {
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
+               "system": "system", "tools": "tools", "chosen": "chosen", "rejected": "rejected",
+               "instruction": "instruction", "input": "input", "output": "output", "id": "id"},
+    "sharegpt": {"messages": "conversations", "system": "system", "tools": "tools", "chosen": "chosen",
+                 "rejected": "rejected", "conversations": "conversations", "id": "id"},
+}
+# Columns that hold images/videos/audios: a row with any is not trainable as text.
+LLAMAFACTORY_MEDIA_COLUMNS = ("images", "videos", "audios")
+# KTO's desirable/undesirable label: no raymill stage trains KTO; rows are read as SFT.
+LLAMAFACTORY_IGNORED_COLUMNS = ("kto_tag",)
+# sharegpt turn layout: the keys of a turn and the speaker names, with LLaMA-Factory's defaults.
+LLAMAFACTORY_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+_SPEAKER_OF_TAG = {"user_tag": "human", "assistant_tag": "gpt", "observation_tag": "observation",
+                   "function_tag": "function_call", "system_tag": "system"}
+
+
+def llamafactory_columns(formatting: str, columns: Any, dataset: str) -> dict[str, str]:
+    """An entry's `columns` checked for `formatting`: {LLaMA-Factory column name: file column}."""
+    if formatting not in LLAMAFACTORY_COLUMNS:
+        raise ValueError(f"dataset {dataset!r}: LLaMA-Factory formatting must be alpaca or sharegpt, got {formatting!r}")
+    columns = dict(columns or {})
+    valid = set(LLAMAFACTORY_COLUMNS[formatting]) | set(LLAMAFACTORY_MEDIA_COLUMNS) | set(LLAMAFACTORY_IGNORED_COLUMNS)
+    for key, value in columns.items():
+        if key not in valid:
+            raise ValueError(f"dataset {dataset!r}: unknown columns key {key!r} for formatting {formatting}; "
+                             f"valid: {', '.join(sorted(valid))}")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"dataset {dataset!r}: columns.{key} must name a column, got {value!r}")
+    return columns
+
+
+def llamafactory_tags(formatting: str, tags: Any, dataset: str) -> dict[str, str]:
+    """An entry's sharegpt `tags` merged over LLaMA-Factory's defaults."""
+    if not tags:
+        return dict(LLAMAFACTORY_TAGS)
+    if formatting != "sharegpt":
+        raise ValueError(f"dataset {dataset!r}: tags apply to formatting sharegpt only, not {formatting}")
+    if not isinstance(tags, dict):
+        raise ValueError(f"dataset {dataset!r}: tags must be a mapping, got {tags!r}")
+    for key, value in tags.items():
+        if key not in LLAMAFACTORY_TAGS:
+            raise ValueError(f"dataset {dataset!r}: unknown tags key {key!r}; valid: {', '.join(LLAMAFACTORY_TAGS)}")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"dataset {dataset!r}: tags.{key} must be a string, got {value!r}")
+    return {**LLAMAFACTORY_TAGS, **tags}
+
+
+def llamafactory_media(row: Row, columns: dict[str, str]) -> list[str]:
+    """The media columns (mapped, or under their default names) that hold something in this row."""
+    found = []
+    for key in LLAMAFACTORY_MEDIA_COLUMNS:
+        value = row.get(columns.get(key, key))
+        if value not in (None, "", [], {}):
+            found.append(key)
+    return found
+
+
+def _retag_turn(turn: Any, tags: dict[str, str]) -> Any:
+    """One sharegpt turn in the default layout ({from, value}, human/gpt/...); unknown speakers
+    stay as they are so the reader refuses them by name."""
+    if not isinstance(turn, dict):
+        return turn
+    speaker = turn.get(tags["role_tag"])
+    for tag, default_speaker in _SPEAKER_OF_TAG.items():
+        if speaker == tags[tag]:
+            speaker = default_speaker
+            break
+    return {"from": speaker, "value": turn.get(tags["content_tag"])}
+
+
+def llamafactory_row(row: Row, formatting: str, columns: dict[str, str], tags: dict[str, str] | None = None) -> Row:
+    """A raw LLaMA-Factory row with its columns under our reader's keys and sharegpt turns in the
+    default tags, ready for alpaca_to_* / sharegpt_to_*. Columns the entry does not map keep
+    their own names (LLaMA-Factory's defaults are our keys)."""
+    out = dict(row)
+    for key, column in columns.items():
+        ours = LLAMAFACTORY_COLUMNS[formatting].get(key)
+        if ours is not None:
+            out[ours] = row.get(column)
+    if formatting == "sharegpt" and tags and tags != LLAMAFACTORY_TAGS:
+        if isinstance(out.get("conversations"), list):
+            out["conversations"] = [_retag_turn(t, tags) for t in out["conversations"]]
+        for key in ("chosen", "rejected"):
+            if isinstance(out.get(key), dict):
+                out[key] = _retag_turn(out[key], tags)
+    return out

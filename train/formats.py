@@ -12,8 +12,12 @@ Formats (the layout of one row) and the record kind each becomes:
 
 Files: `.jsonl`, `.json` (a JSON array, read whole), `.parquet`, `.txt`, or a directory of
 them. The registry is a YAML or JSON file mapping a name to {path, format, columns,
-split, ranking}; LLaMA-Factory's `dataset_info.json` keys (file_name, formatting) are
-read too, paths relative to the registry file.
+split, ranking, system}; LLaMA-Factory's `dataset_info.json` entries are read as
+LLaMA-Factory reads them: file_name, formatting (default alpaca), ranking, `columns` under
+LLaMA-Factory's names (prompt/query/response/history/messages/system/tools/chosen/rejected),
+sharegpt `tags` (role/content keys and speaker names), paths relative to the registry file.
+Rows with images/videos/audios are dropped as `unsupported_media` (text-only training).
+`system` is the dataset's default system prompt, used where a row has none.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from train.tokenize import Drop
 FORMATS = ("sft", "alpaca", "sharegpt", "preference", "text")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 REGISTRY_ENV = "RAYMILL_DATASETS"
+DROP_MEDIA = "unsupported_media"
 DATASET_DATA_DIR = "data"
 
 
@@ -41,6 +46,8 @@ class DatasetSpec:
     columns: Mapping[str, str] = field(default_factory=dict)  # our field -> column in the file
     split: str | None = None
     ranking: bool = False
+    tags: Mapping[str, str] = field(default_factory=dict)  # sharegpt turn layout (LLaMA-Factory `tags`)
+    system: str | None = None  # default system prompt for rows without one
 
     @property
     def kind(self) -> str:
@@ -93,20 +100,47 @@ def _load_registry(registry: str | Path | Mapping | None) -> tuple[dict, Path]:
     return data, path.parent
 
 
+# `columns` keys of our own formats: our field -> the file's column.
+OWN_FORMAT_COLUMNS = {
+    "sft": ("id", "messages", "system", "tools"),
+    "preference": ("id", "prompt", "chosen", "rejected", "system", "margin"),
+    "text": ("id", "text"),
+}
+
+
+def _check_columns(name: str, fmt: str, columns: Any, tags: Any) -> tuple[dict, dict]:
+    if fmt in convert.LLAMAFACTORY_COLUMNS:
+        return convert.llamafactory_columns(fmt, columns, name), convert.llamafactory_tags(fmt, tags, name)
+    if tags:
+        raise ValueError(f"dataset {name!r}: tags apply to formatting sharegpt only, not {fmt}")
+    columns = dict(columns or {})
+    valid = OWN_FORMAT_COLUMNS.get(fmt, ())
+    for key in columns:
+        if key not in valid:
+            raise ValueError(f"dataset {name!r}: unknown columns key {key!r} for format {fmt}; valid: {', '.join(valid)}")
+    return columns, {}
+
+
 def spec_from_entry(name: str, entry: Mapping[str, Any], base: Path = Path(".")) -> DatasetSpec:
     path = entry.get("path", entry.get("file_name"))
     if not path:
         raise ValueError(f"dataset {name!r}: registry entry needs 'path' (or 'file_name')")
     path = Path(path) if Path(path).is_absolute() else base / path
     fmt = entry.get("format", entry.get("formatting"))
-    if fmt is None:
+    ranking = False
+    if fmt is None and ("file_name" in entry or "columns" in entry or "ranking" in entry):
+        fmt = "alpaca"  # LLaMA-Factory's default formatting for a dataset_info entry
+    elif fmt is None:
         fmt, ranking = sniff_format(DatasetSpec(name, str(path), "text").files()[0])
-    else:
-        ranking = False
     if fmt not in FORMATS:
         raise ValueError(f"dataset {name!r}: unknown format {fmt!r}; known: {list(FORMATS)}")
-    return DatasetSpec(name=name, path=str(path), format=fmt, columns=dict(entry.get("columns") or {}),
-                       split=entry.get("split"), ranking=bool(entry.get("ranking", ranking)))
+    columns, tags = _check_columns(name, fmt, entry.get("columns"), entry.get("tags"))
+    system = entry.get("system")
+    if system is not None and (not isinstance(system, str) or fmt == "text"):
+        raise ValueError(f"dataset {name!r}: system must be a default system prompt (a string) for a "
+                         f"conversation format, got {system!r} for format {fmt}")
+    return DatasetSpec(name=name, path=str(path), format=fmt, columns=columns, split=entry.get("split"),
+                       ranking=bool(entry.get("ranking", ranking)), tags=tags, system=system or None)
 
 
 def sniff_format(path: Path) -> tuple[str, bool]:
@@ -191,6 +225,8 @@ def _reason(exc: SchemaError) -> str:
 
 
 def _renamed(row: dict, spec: DatasetSpec) -> dict:
+    if spec.format in convert.LLAMAFACTORY_COLUMNS:
+        return convert.llamafactory_row(row, spec.format, dict(spec.columns), dict(spec.tags) or None)
     if not spec.columns:
         return row
     out = dict(row)
@@ -246,15 +282,22 @@ def convert_row(row: Any, spec: DatasetSpec, index: int) -> dict | Drop:
         if not isinstance(text, str):
             return Drop("missing_field", f"row {rid}: 'text' is missing or not a string")
         return {"id": rid, "text": text, "source": spec.name}
+    media = convert.llamafactory_media(row, dict(spec.columns))
+    if media:
+        # The text holds <image>-style placeholders that mean nothing without the media.
+        return Drop(DROP_MEDIA, f"row {rid}: has {', '.join(media)}; multimodal rows are not trained (text only)")
     if spec.format == "sft":
-        return _sft_row(row, rid, spec.name)
-    if spec.format == "sharegpt":
-        row = _sharegpt_system(row)
-    try:
-        record = _CONVERTERS[(spec.format, kind)]([row], source=spec.name).to_pylist()[0]
-    except SchemaError as exc:
-        return Drop(_reason(exc), f"row {rid}: {exc}")
-    record["id"] = rid
+        record = _sft_row(row, rid, spec.name)
+    else:
+        if spec.format == "sharegpt":
+            row = _sharegpt_system(row)
+        try:
+            record = _CONVERTERS[(spec.format, kind)]([row], source=spec.name).to_pylist()[0]
+        except SchemaError as exc:
+            return Drop(_reason(exc), f"row {rid}: {exc}")
+        record["id"] = rid
+    if isinstance(record, dict) and spec.system and not record.get("system"):
+        record["system"] = spec.system
     return record
 
 
