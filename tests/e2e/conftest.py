@@ -297,7 +297,8 @@ def list_state(cluster: RayCluster, kind: str, *filters: str) -> list[dict]:
         cmd += ["--filter", f]
     done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout or "[]")
+    # With nothing to list the CLI prints "No resource in the cluster" instead of JSON.
+    return json.loads(done.stdout) if done.stdout.lstrip().startswith("[") else []
 
 
 def dataset_rows(directory: Path) -> dict[str, tuple[str | None, str | None]]:
