@@ -15,6 +15,14 @@ and the off-by-default perplexity stage: this measures extraction and the rules.
 Reported per set: pages, kept, drop reasons (count per rule), mean/median F1 of the
 extracted text over all pages and of the final text over the kept pages, and the pages
 whose kept text scores below 0.8.
+
+Measured before the CJK work (commit 3078a15, default config): web_zh 17 of 69 kept
+(fineweb_line_punct 30, gopher_dup_ngrams 11, c4_min_sentences 2, extraction_empty 2,
+gopher_dup_lines 2, fineweb_char_dup 2, gopher_stop_words 1, lang_kept 1,
+fineweb_short_lines 1), char F1 of the extraction mean 0.850 / median 0.960, of the kept
+text mean 0.936; web 74 of 90 kept (lang_kept 8 - non-English pages -, fineweb_char_dup 3,
+gopher_ellipsis_lines 2, c4_min_sentences 2, gopher_alpha_words 1), token F1 of the
+extraction mean 0.973, of the kept text mean 0.968.
 """
 from __future__ import annotations
 

@@ -40,19 +40,23 @@ FineWeb (Penedo et al. 2024)
 
 What the rules do for Chinese and Japanese (no spaces between words)
 - Every ideograph or kana is one word (`curate.words`), so word-count bounds are measured
-  in CJK characters (50 characters is a short paragraph, i.e. the bound is more lenient),
-  and word n-grams are character n-grams: the repetition rules then measure repeated
-  character sequences, which is what they are meant to catch.
-- gopher_mean_word_length is null when most words are CJK characters (every one has
-  length 1, so the 3..10 bound is meaningless); the default rule lets null pass.
-- Stop words: Chinese and Japanese lists are single high-frequency function characters
-  (的/了/是 ..., の/に/は ...), which match the one-character words. A language without a
-  list gets a null gopher_stop_words, which the default rule lets pass.
-- Terminal punctuation includes 。！？ and closing CJK quotes; sentence counting counts
-  。！？ without needing a following space.
-- Short lines are still measured in characters, so the FineWeb short-line rule is stricter
-  for CJK lines (a 30-character CJK line carries about 30 words); fineweb_list_ratio is
-  more lenient (more words per newline).
+  in CJK characters (50 characters is a short paragraph, i.e. the bound is more lenient).
+- A text is "space-less" when most of its words are CJK characters. Then:
+  - word n-grams of the published rules become character n-grams `cjk_chars_per_word`
+    (1.5) times as long (the 5-gram is 8 characters, the 10-gram 15);
+  - the line rules (FineWeb line punctuation and short lines, C4 lines without terminal
+    punctuation) judge merged lines (`merge_wrapped_lines`: hard-wrapped lines and headings
+    joined to the sentence they belong to), with 。！？…）」』 as terminal punctuation and
+    `fineweb_cjk_short_line_length` (10 characters) as a short line; duplicate-line
+    statistics stay on the raw lines, so a repeated spam line is still caught;
+  - fineweb_list_ratio counts newlines per word-equivalent (CJK characters / 1.5).
+- gopher_mean_word_length is null for space-less text (every word has length 1, so the
+  3..10 bound is meaningless); the default rule lets null pass.
+- Stop words: FineWeb 2's Chinese and Japanese lists, single characters that match the
+  one-character words. A language without a list gets a null gopher_stop_words.
+- Sentence counting counts 。！？ without a following space, and … or !? after a CJK character.
+- Thresholds differ per language: `LANGUAGE_THRESHOLDS` (FineWeb 2's zh / ja values, cited
+  there) reach the rules as `<name>@<lang>` (see curate.rules).
 """
 from __future__ import annotations
 
