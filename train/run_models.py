@@ -209,12 +209,12 @@ def _adapter_stamp(adapter_dir: Path, base: str) -> dict:
             "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
-def merged_model_dir(model: str) -> str:
+def merged_model_dir(model: str | ResolvedModel) -> str:
     """A directory of full weights for `model`: itself when it already is one, else (a LoRA run
     or adapter) the adapters merged into their base once, saved beside the run's model/ as
     model_merged/ and reused while the adapter is unchanged. The run directory is on storage
     every node sees (as Ray Train requires), so workers on other nodes find the copy too."""
-    resolved = resolve_model(model)
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
     if resolved.adapter is None:
         return resolved.base
     from schemas.dataset_io import atomic_output_dir, write_json
