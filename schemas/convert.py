@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -461,3 +463,167 @@ def llamafactory_row(row: Row, formatting: str, columns: dict[str, str], tags: d
             if isinstance(out.get(key), dict):
                 out[key] = _retag_turn(out[key], tags)
     return out
+
+
+# ---------------------------------------------------------------- ranked lists
+def preference_to_ranked(table: pa.Table) -> pa.Table:
+    """Pairs as ranked lists of two ([chosen, rejected]), so pairs and lists train one loss."""
+    out = []
+    for r in validate(table, "preference").to_pylist():
+        scores = None
+        if r.get("chosen_score") is not None and r.get("rejected_score") is not None:
+            scores = [r["chosen_score"], r["rejected_score"]]
+        out.append({"id": r["id"], "prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]],
+                    "scores": scores, "system": r.get("system"), "judge": r.get("judge"), "source": r.get("source")})
+    return table_from_rows(out, "ranked_preference")
+
+
+def ranked_to_preference(table: pa.Table) -> pa.Table:
+    """Each list as its best-vs-worst pair (what a pairwise stage such as DPO can use)."""
+    out = []
+    for r in validate(table, "ranked_preference").to_pylist():
+        scores = r.get("scores")
+        row = {"id": r["id"], "prompt": r["prompt"], "chosen": r["responses"][0], "rejected": r["responses"][-1],
+               "system": r.get("system"), "judge": r.get("judge"), "source": r.get("source")}
+        if scores:
+            row.update(chosen_score=scores[0], rejected_score=scores[-1], margin=scores[0] - scores[-1])
+        out.append(row)
+    return table_from_rows(out, "preference")
+
+
+def _order_best_first(r: Row, index: int) -> tuple[list, list | None]:
+    """Responses best first, from `scores` (higher is better), `ranks` (0 is best) or the list order."""
+    responses = r.get("responses")
+    if not isinstance(responses, list):
+        raise SchemaError("ranked_preference", "responses", "is missing or not a list", index)
+    responses = [_response_text(x, "responses", index) if not isinstance(x, str) else x for x in responses]
+    scores, ranks = r.get("scores"), r.get("ranks")
+    if ranks is not None:
+        if not isinstance(ranks, list) or sorted(ranks) != list(range(len(responses))):
+            raise SchemaError("ranked_preference", "ranks", f"must be a permutation of 0..{len(responses) - 1}", index)
+        order = sorted(range(len(responses)), key=lambda i: ranks[i])
+    elif scores is not None:
+        if not isinstance(scores, list) or len(scores) != len(responses):
+            raise SchemaError("ranked_preference", "scores", "needs one number per response", index)
+        order = sorted(range(len(responses)), key=lambda i: -float(scores[i]))  # stable: ties keep list order
+    else:
+        return responses, None
+    return [responses[i] for i in order], ([float(scores[i]) for i in order] if scores is not None else None)
+
+
+def rows_to_ranked(rows: Iterable[Row], source: str | None = None) -> pa.Table:
+    """Rows {prompt (string or messages), responses, optional scores | ranks, system} as ranked lists."""
+    out = []
+    for i, r in enumerate(rows):
+        if "prompt" not in r:
+            raise SchemaError("ranked_preference", "prompt", "is missing", i)
+        prompt = [{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else list(r["prompt"])
+        system, prompt = _split_system(prompt, i)
+        responses, scores = _order_best_first(r, i)
+        out.append({"id": _row_id(r, "ranked", i), "prompt": _ours(prompt), "responses": responses, "scores": scores,
+                    "system": system or r.get("system") or None, "source": source})
+    return table_from_rows(out, "ranked_preference")
+
+
+# OASST's two speakers; the export stores "prompter" for the user.
+_OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
+
+
+def oasst_trees(rows: Iterable[Row]) -> Iterable[Row]:
+    """Nested trees from either OASST export: tree rows ({message_tree_id, prompt: {..., replies}})
+    pass through; flat message rows (message_id, parent_id) are grouped per consecutive tree."""
+    pending: list[Row] = []
+
+    def build(messages: list[Row]) -> Row:
+        children: dict[Any, list[Row]] = {}
+        for m in messages:
+            children.setdefault(m.get("parent_id"), []).append(m)
+
+        def node(m: Row) -> Row:
+            return {**m, "replies": [node(c) for c in children.get(m["message_id"], [])]}
+
+        roots = children.get(None, [])
+        if len(roots) != 1:
+            raise SchemaError("ranked_preference", "parent_id", f"a message tree needs one root, found {len(roots)}")
+        return {"message_tree_id": messages[0].get("message_tree_id"), "prompt": node(roots[0])}
+
+    for row in rows:
+        if "prompt" in row and isinstance(row["prompt"], dict):
+            yield row
+            continue
+        if pending and row.get("message_tree_id") != pending[0].get("message_tree_id"):
+            yield build(pending)
+            pending = []
+        pending.append(row)
+    if pending:
+        yield build(pending)
+
+
+def oasst_ranked_rows(tree: Row) -> Iterable[Row]:
+    """One ranked-list row per prompter message with at least two ranked assistant replies;
+    the prompt is the conversation on the tree path from the root down to that message.
+    Unranked replies (rank null: not yet reviewed) are left out of the list."""
+    def walk(node: Row, path: list[Row]) -> Iterable[Row]:
+        role = _OASST_ROLES.get(node.get("role"))
+        if role is None:
+            raise SchemaError("ranked_preference", "role", f"unknown OASST role {node.get('role')!r}")
+        path = path + [{"role": role, "content": node.get("text") or ""}]
+        replies = node.get("replies") or []
+        if role == "user":
+            ranked = sorted((c for c in replies if c.get("rank") is not None), key=lambda c: c["rank"])
+            if len(ranked) >= 2:
+                yield {"id": str(node.get("message_id")), "prompt": path, "responses": [c.get("text") or "" for c in ranked],
+                       "lang": node.get("lang")}
+        for child in replies:
+            yield from walk(child, path)
+
+    yield from walk(tree["prompt"], [])
+
+
+def oasst_to_ranked(rows: Iterable[Row], source: str | None = None) -> pa.Table:
+    """OASST message trees (nested or flat export) as ranked lists, one per ranked prompter turn."""
+    out = [r for tree in oasst_trees(rows) for r in oasst_ranked_rows(tree)]
+    return rows_to_ranked([{k: v for k, v in r.items() if k != "lang"} for r in out], source=source)
+
+
+# ---------------------------------------------------------------- HH-RLHF
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+_HH_ASSISTANT = "\n\nAssistant:"
+
+
+def _hh_turns(text: str, index: int) -> list[Row]:
+    parts = _HH_TURN.split(text)
+    if parts[0].strip():
+        raise SchemaError("preference", "chosen", "text before the first Human:/Assistant: marker", index)
+    return [_message(_HH_ROLES[speaker], content.strip()) for speaker, content in zip(parts[1::2], parts[2::2])]
+
+
+def hh_rlhf_split(chosen: str, rejected: str, index: int = 0) -> tuple[list[Row], str, str]:
+    """(prompt turns, chosen reply, rejected reply) of an HH-RLHF row: two full transcripts that
+    share everything up to the last "Assistant:" marker."""
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind(_HH_ASSISTANT)
+    if cut < 0:
+        raise SchemaError("preference", "chosen", "chosen and rejected share no turn ending in 'Assistant:'", index)
+    replies = [text[cut + len(_HH_ASSISTANT):].strip() for text in (chosen, rejected)]
+    # A reply holding a later Human turn means the transcripts parted earlier than their last turn.
+    if any("\n\nHuman:" in text[cut + len(_HH_ASSISTANT):] for text in (chosen, rejected)):
+        raise SchemaError("preference", "rejected", "chosen and rejected differ before the last assistant turn", index)
+    prompt = _hh_turns(chosen[:cut], index)
+    if not prompt or prompt[-1]["role"] != "user":
+        raise SchemaError("preference", "chosen", "the shared prompt must end with a Human turn", index)
+    return prompt, replies[0], replies[1]
+
+
+def hh_rlhf_to_preference(rows: Iterable[Row], source: str | None = None) -> pa.Table:
+    """Anthropic HH-RLHF rows ({chosen, rejected} full transcripts) as prompt + two responses."""
+    out = []
+    for i, r in enumerate(rows):
+        for key in ("chosen", "rejected"):
+            if not isinstance(r.get(key), str):
+                raise SchemaError("preference", key, "is missing or not a transcript string", i)
+        prompt, chosen, rejected = hh_rlhf_split(r["chosen"], r["rejected"], i)
+        out.append({"id": _row_id(r, "hh", i), "prompt": prompt, "chosen": chosen, "rejected": rejected,
+                    "source": source})
+    return table_from_rows(out, "preference")

@@ -136,6 +136,25 @@ PREFERENCE_PAIR = RecordKind(
     ),
 )
 
+RANKED_PREFERENCE = RecordKind(
+    name="ranked_preference",
+    version=1,
+    description="A prompt with K >= 2 assistant responses ranked best first (InstructGPT-style ranking data).",
+    required=(
+        doc_field("id", pa.string(), "Unique list id."),
+        doc_field("prompt", MESSAGES_TYPE, "Conversation up to the responses; the last turn is the user's."),
+        doc_field("responses", pa.list_(pa.field("item", pa.string(), nullable=False)),
+                  "Assistant responses, best first; at least two."),
+    ),
+    optional=(
+        doc_field("system", pa.string(), "System prompt.", True),
+        doc_field("scores", pa.list_(pa.field("item", pa.float64(), nullable=False)),
+                  "One score per response, non-increasing (the ranking's source numbers).", True),
+        doc_field("judge", pa.string(), "Who ranked the responses (annotators, reward model, judge).", True),
+        doc_field("source", pa.string(), "Where the list came from.", True),
+    ),
+)
+
 PROMPT = RecordKind(
     name="prompt",
     version=1,
@@ -173,7 +192,8 @@ SCORED_SAMPLE = RecordKind(
 )
 
 KINDS: dict[str, RecordKind] = {
-    k.name: k for k in (RAW_PAGE, DOCUMENT, SFT_CONVERSATION, PREFERENCE_PAIR, PROMPT, SCORED_SAMPLE)
+    k.name: k for k in (RAW_PAGE, DOCUMENT, SFT_CONVERSATION, PREFERENCE_PAIR, RANKED_PREFERENCE, PROMPT,
+                        SCORED_SAMPLE)
 }
 
 

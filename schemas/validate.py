@@ -108,6 +108,29 @@ def _check_messages(t: _Table, name: str, col: pa.ChunkedArray) -> None:
         raise t.error(f"{name}.content", "is null", parents[pos].as_py())
 
 
+def _check_ranked(t: _Table, columns: dict[str, pa.ChunkedArray]) -> None:
+    """ranked_preference: at least two non-null responses; scores, when given, one per
+    response and best first (the list order is the ranking, the scores must agree)."""
+    responses = columns["responses"]
+    lengths = pc.list_value_length(responses)
+    row = _first_true(pc.less(lengths, 2))
+    if row is not None:
+        raise t.error("responses", f"needs at least 2 responses to rank, got {lengths[row].as_py()}", row)
+    flat = pc.list_flatten(responses)
+    pos = _first_true(pc.is_null(flat))
+    if pos is not None:
+        raise t.error("responses", "holds a null response", pc.list_parent_indices(responses)[pos].as_py())
+    if "scores" not in columns:
+        return
+    for row, (n, scores) in enumerate(zip(lengths.to_pylist(), columns["scores"].to_pylist())):
+        if scores is None:
+            continue
+        if len(scores) != n:
+            raise t.error("scores", f"needs one score per response ({n}), got {len(scores)}", row)
+        if any(later > earlier for earlier, later in zip(scores, scores[1:])):
+            raise t.error("scores", f"must be non-increasing (responses are best first), got {scores}", row)
+
+
 def validate(table: pa.Table, kind: str | RecordKind) -> pa.Table:
     """Check `table` against `kind`; return it with the kind's exact types and metadata."""
     if not isinstance(table, pa.Table):
@@ -139,6 +162,8 @@ def validate(table: pa.Table, kind: str | RecordKind) -> pa.Table:
                 raise t.error(f.name, f"value {col[row].as_py()!r} not in {allowed}", row)
         columns[f.name] = col
         fields.append(f)
+    if kind.name == "ranked_preference":
+        _check_ranked(t, columns)
     known = {f.name for f in fields}
     extra = [name for name in table.column_names if name not in known]
     if extra and not kind.allow_extra_columns:

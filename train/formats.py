@@ -9,6 +9,12 @@ Formats (the layout of one row) and the record kind each becomes:
                               (with `ranking: true`: `chosen` / `rejected` -> preference).
 - `preference` -> preference: `prompt`, `chosen`, `rejected` (ours or TRL's, string or messages).
 - `text`       -> text:       `text` (pretraining documents); `.txt` files: one document a line.
+- `hh_rlhf`    -> preference: Anthropic HH-RLHF `chosen` / `rejected` full transcripts, split at
+                              the last shared "Assistant:" into prompt turns and two replies.
+- `ranked`     -> ranked_preference: `prompt`, `responses` best first (or ordered by `scores`
+                              / `ranks`), optional `system`.
+- `oasst`      -> ranked_preference: OpenAssistant message trees (nested, or the flat export
+                              with parent ids), one ranked list per prompter turn.
 
 Files: `.jsonl`, `.json` (a JSON array, read whole), `.parquet`, `.txt`, or a directory of
 them. The registry is a YAML or JSON file mapping a name to {path, format, columns,
@@ -31,7 +37,8 @@ from schemas import convert
 from schemas.validate import SchemaError
 from train.tokenize import Drop
 
-FORMATS = ("sft", "alpaca", "sharegpt", "preference", "text")
+FORMATS = ("sft", "alpaca", "sharegpt", "preference", "text", "hh_rlhf", "ranked", "oasst")
+RANKED_FORMATS = ("ranked", "oasst")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 REGISTRY_ENV = "RAYMILL_DATASETS"
 DROP_MEDIA = "unsupported_media"
@@ -53,7 +60,9 @@ class DatasetSpec:
     def kind(self) -> str:
         if self.format == "text":
             return "text"
-        if self.format == "preference" or self.ranking:
+        if self.format in RANKED_FORMATS:
+            return "ranked_preference"
+        if self.format in ("preference", "hh_rlhf") or self.ranking:
             return "preference"
         return "sft"
 
@@ -105,6 +114,9 @@ OWN_FORMAT_COLUMNS = {
     "sft": ("id", "messages", "system", "tools"),
     "preference": ("id", "prompt", "chosen", "rejected", "system", "margin"),
     "text": ("id", "text"),
+    "hh_rlhf": ("id", "chosen", "rejected"),
+    "ranked": ("id", "prompt", "responses", "scores", "ranks", "system"),
+    "oasst": (),
 }
 
 
@@ -152,6 +164,12 @@ def sniff_format(path: Path) -> tuple[str, bool]:
         raise ValueError(f"{path} has no rows to tell its format from")
     keys = set(first)
     ranking = {"chosen", "rejected"} <= keys
+    if "message_tree_id" in keys and (isinstance(first.get("prompt"), dict) or "parent_id" in keys):
+        return "oasst", False
+    if "responses" in keys and "prompt" in keys:
+        return "ranked", False
+    if ranking and keys <= {"id", "chosen", "rejected"} and str(first.get("chosen", "")).lstrip("\n").startswith("Human:"):
+        return "hh_rlhf", False
     if "conversations" in keys:
         return "sharegpt", ranking
     if "instruction" in keys:
@@ -212,7 +230,27 @@ def iter_file_rows(path: Path) -> Iterator[dict]:
 
 def iter_raw_rows(spec: DatasetSpec) -> Iterator[dict]:
     for path in spec.files():
-        yield from iter_file_rows(path)
+        if spec.format == "oasst":
+            yield from _oasst_rows(iter_file_rows(path))
+        else:
+            yield from iter_file_rows(path)
+
+
+INVALID_ROW_KEY = "_raymill_invalid_row"  # a raw row that could not even be read as rows; convert_row drops it
+
+
+def _oasst_rows(rows: Iterator[dict]) -> Iterator[dict]:
+    """A tree holds one ranked list per prompter turn, so the read expands each tree into
+    ranked-list rows (one in, several out) before the one-row-in, one-out conversion."""
+    trees = convert.oasst_trees(rows)
+    while True:
+        try:
+            tree = next(trees)
+            yield from convert.oasst_ranked_rows(tree)
+        except StopIteration:
+            return
+        except SchemaError as exc:
+            yield {INVALID_ROW_KEY: str(exc)}
 
 
 # ---------------------------------------------------------------- raw row -> our kinds
@@ -267,6 +305,9 @@ _CONVERTERS = {
     ("alpaca", "sft"): convert.alpaca_to_sft, ("alpaca", "preference"): convert.alpaca_to_preference,
     ("sharegpt", "sft"): convert.sharegpt_to_sft, ("sharegpt", "preference"): convert.sharegpt_to_preference,
     ("preference", "preference"): convert.trl_to_preference,
+    ("hh_rlhf", "preference"): convert.hh_rlhf_to_preference,
+    ("ranked", "ranked_preference"): convert.rows_to_ranked,
+    ("oasst", "ranked_preference"): convert.rows_to_ranked,
 }
 
 
@@ -274,6 +315,8 @@ def convert_row(row: Any, spec: DatasetSpec, index: int) -> dict | Drop:
     """One raw row as a record of our kind (a plain dict), or a Drop naming what is wrong."""
     if not isinstance(row, dict):
         return Drop("invalid_record", f"row {index} of {spec.name!r} is not an object")
+    if INVALID_ROW_KEY in row:
+        return Drop("invalid_record", f"row {index} of {spec.name!r}: {row[INVALID_ROW_KEY]}")
     row = _renamed(row, spec)
     rid = str(row["id"]) if row.get("id") is not None else f"{spec.name}-{index}"
     kind = spec.kind

@@ -13,6 +13,11 @@ the trained tokens are the reply plus the template's stop string. Over-long pair
 still keep response tokens lose the end of the response (TRL's "keep_start"): the
 prompt stays whole.
 
+A ranked list (kind `ranked_preference`, K responses best first) is tokenized the same way,
+response by response; it keeps `ranked_ids` (all K) beside `chosen_ids` / `rejected_ids`
+(best / worst), so the reward model trains on every pair of the list while DPO and the eval
+metrics use its best-vs-worst pair.
+
 Also here: `generate_preference_rows`, the small toy preference set the stages train on
 when no data is given.
 """
@@ -115,6 +120,29 @@ def tokenize_pair(row: dict, tokenizer, template, cutoff_len: int) -> dict | str
     return example
 
 
+def tokenize_ranked(row: dict, tokenizer, template, cutoff_len: int) -> dict | str:
+    """One ranked list as ids (`ranked_ids` best first, plus best/worst as chosen/rejected),
+    or the reason it is dropped."""
+    template = template if template is not None else resolve_template(None, tokenizer)
+    responses = [r.strip() for r in row["responses"]]
+    if any(not r for r in responses):
+        return DROP_EMPTY
+    if len(set(responses)) != len(responses):
+        return DROP_IDENTICAL  # the same text at two ranks carries a contradictory preference
+    prompt_ids, ranked = None, []
+    for response in row["responses"]:
+        out = _response_ids(row, response, tokenizer, template, cutoff_len)
+        if isinstance(out, str):
+            return out
+        if prompt_ids is not None and out[0] != prompt_ids:
+            raise ValueError(f"ranked row {row['id']!r}: the template renders the prompt differently before "
+                             "two of its responses")
+        prompt_ids = out[0]
+        ranked.append(out[1])
+    return {"id": row["id"], "prompt_ids": prompt_ids, "chosen_ids": ranked[0], "rejected_ids": ranked[-1],
+            "ranked_ids": ranked}
+
+
 def tokenize_preferences(table: pa.Table, tokenizer, cutoff_len: int = 1024, template=None) -> TokenizedPreferences:
     """Tokenize every pair of a preference table; drops are counted, never silent.
 
@@ -176,13 +204,50 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
     return batch
 
 
+def _ranked_responses(example: dict) -> list[list[int]]:
+    """The example's responses best first: its ranked list, or [chosen, rejected] for a pair."""
+    ranked = example.get("ranked_ids")
+    if ranked is None:
+        return [_ids(example["chosen_ids"]), _ids(example["rejected_ids"])]
+    return [_ids(r) for r in ranked]
+
+
+def has_ranked_lists(examples: list[dict]) -> bool:
+    return any(ex.get("ranked_ids") is not None and len(ex["ranked_ids"]) > 2 for ex in examples)
+
+
+def collate_ranked(examples: list[dict], pad_token_id: int) -> dict:
+    """Batch of K·B right-padded sequences, rank-major: rank 0 of every example, then rank 1, ...
+    (for K = 2 exactly the pair layout). `rank_mask` [B, K] marks real responses: a shorter
+    list is filled with copies of its last response, which the mask leaves out of the loss."""
+    import torch
+
+    lists = [_ranked_responses(ex) for ex in examples]
+    k = max(len(r) for r in lists)
+    seqs, labels = [], []
+    for rank in range(k):
+        for ex, responses in zip(examples, lists):
+            prompt, response = _ids(ex["prompt_ids"]), responses[min(rank, len(responses) - 1)]
+            seqs.append(prompt + response)
+            labels.append([IGNORE_INDEX] * len(prompt) + response)
+    batch = {"input_ids": _pad(seqs, pad_token_id), "attention_mask": _pad([[1] * len(s) for s in seqs], 0),
+             "labels": _pad(labels, IGNORE_INDEX),
+             "rank_mask": torch.tensor([[1 if rank < len(r) else 0 for rank in range(k)] for r in lists])}
+    if "id" in examples[0]:
+        batch["ids"] = [str(ex["id"]) for ex in examples]
+    return batch
+
+
 class PreferenceCollator:
-    """Picklable collator for HF Trainer / torch DataLoader."""
+    """Picklable collator for HF Trainer / torch DataLoader: pairs, or ranked lists when a
+    batch holds any list longer than two."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, examples: list[dict]) -> dict:
+        if has_ranked_lists(examples):
+            return collate_ranked(examples, self.pad_token_id)
         return collate_pairs(examples, self.pad_token_id)
 
 

@@ -8,6 +8,10 @@ drop counts for the data card need a full pass anyway. A fixed fraction of pairs
 chosen by a hash of the pair id (stable across runs and worker counts), is held out
 for evaluation and written to `<run>/eval_pairs.jsonl`, which every worker reads.
 
+Ranked lists (kind `ranked_preference`) go the same way with one more column, `ranked_ids`
+(every response, best first): `--stage rm` trains on all C(K,2) pairs of a list; `--stage
+dpo` drops the column and uses each list's best-vs-worst pair.
+
 Pairs are padded, not packed: DPO and the reward model compare the two responses of a
 pair, which must sit in the same batch; packing them would save little at these lengths.
 """
@@ -27,6 +31,8 @@ import pyarrow as pa
 from train.args import TrainConfig, TrainConfigError
 
 EVAL_FILE = "eval_pairs.jsonl"
+PREFERENCE_KINDS = ("preference", "ranked_preference")
+RANKED_COLUMN = "ranked_ids"
 REFERENCE_MODES = ("auto", "copy", "adapter", "precompute")
 NO_REFERENCE = "none"  # the resolved mode of reference-free losses: no reference model at all
 
@@ -119,15 +125,17 @@ class TokenizePairs:
         self.cutoff_len, self.eval_fraction = cutoff_len, eval_fraction
 
     def __call__(self, batch: dict) -> pa.Table:
-        from train.preference_data import tokenize_pair
+        from train.preference_data import tokenize_pair, tokenize_ranked
 
         ids_type = pa.list_(pa.int32())
         cols: dict[str, list] = {k: [] for k in ("id", "split", "prompt_ids", "chosen_ids", "rejected_ids",
-                                                 "margin", "drop_reason")}
+                                                 RANKED_COLUMN, "margin", "drop_reason")}
         for rid, kind, record, reason in zip(batch["id"], batch["kind"], batch["record"], batch["drop_reason"]):
             out: Any = reason
-            if reason is None and kind != "preference":
+            if reason is None and kind not in PREFERENCE_KINDS:
                 out = "not_a_preference_record"
+            elif reason is None and kind == "ranked_preference":
+                out = tokenize_ranked(json.loads(record), self.tokenizer, self.template, self.cutoff_len)
             elif reason is None:
                 row = json.loads(record)
                 out = tokenize_pair(row, self.tokenizer, self.template, self.cutoff_len)
@@ -136,17 +144,20 @@ class TokenizePairs:
             if isinstance(out, dict):
                 for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
                     cols[key].append(out[key])
+                cols[RANKED_COLUMN].append(out.get(RANKED_COLUMN))
                 cols["margin"].append(out.get("margin"))
                 cols["drop_reason"].append(None)
             else:
-                for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                for key in ("prompt_ids", "chosen_ids", "rejected_ids", RANKED_COLUMN):
                     cols[key].append(None)
                 cols["margin"].append(None)
                 cols["drop_reason"].append(str(out))
         return pa.table({
             "id": pa.array(cols["id"], pa.string()), "split": pa.array(cols["split"], pa.string()),
             "prompt_ids": pa.array(cols["prompt_ids"], ids_type), "chosen_ids": pa.array(cols["chosen_ids"], ids_type),
-            "rejected_ids": pa.array(cols["rejected_ids"], ids_type), "margin": pa.array(cols["margin"], pa.float64()),
+            "rejected_ids": pa.array(cols["rejected_ids"], ids_type),
+            RANKED_COLUMN: pa.array(cols[RANKED_COLUMN], pa.list_(ids_type)),
+            "margin": pa.array(cols["margin"], pa.float64()),
             "drop_reason": pa.array(cols["drop_reason"], pa.string()),
         })
 
@@ -205,7 +216,7 @@ def build_preference_dataset(cfg: TrainConfig):
     options = PreferenceOptions.from_config(cfg)
     data = cfg.data.data or [toy_data_path()]
     weighted = resolve_data(data)
-    not_pref = [w.spec.name for w in weighted if w.spec.kind != "preference"]
+    not_pref = [w.spec.name for w in weighted if w.spec.kind not in PREFERENCE_KINDS]
     if not_pref:
         raise TrainConfigError(f"stage {cfg.launch.stage!r} needs preference data; not preference: {not_pref}")
     records = records_dataset([w.spec for w in weighted], [w.weight for w in weighted], seed=cfg.training.seed)
@@ -236,7 +247,9 @@ def build_preference_dataset(cfg: TrainConfig):
 
     eval_rows = keep("eval").limit(options.max_eval_pairs).take_all() if stats["eval_pairs"] else []
     write_eval_pairs(Path(cfg.launch.output).expanduser().resolve(), eval_rows)
-    train = keep("train").drop_columns(["split", "drop_reason"]).materialize()
+    # Only the reward model trains on whole lists; DPO's loss is pairwise (best vs worst).
+    unused = ["split", "drop_reason"] + ([RANKED_COLUMN] if cfg.launch.stage != "rm" else [])
+    train = keep("train").drop_columns(unused).materialize()
     return train, stats
 
 

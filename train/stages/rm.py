@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from train.args import TrainConfig, TrainConfigError
-from train.losses import pairwise_rm_loss
+from train.losses import pairwise_rm_loss, ranked_list_rm_loss, ranked_pairs
 from train.reward_model import build_reward_model, save_reward_model, sequence_rewards
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
@@ -80,12 +80,32 @@ class RewardStreamTrainer(StreamTrainer):
         return sequence_rewards(model, batch["input_ids"], batch["attention_mask"]).chunk(2)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "rank_mask" in inputs:  # a batch holding ranked lists (train.preference_data.collate_ranked)
+            return self.ranked_list_loss(model, inputs, return_outputs)
         chosen, rejected = self.rewards(model, inputs)
         margin = inputs.get("margin") if self.options.use_margin else None
         loss = pairwise_rm_loss(chosen, rejected, margin, self.options.center_rewards)
         self._logged["accuracy"].append((chosen > rejected).float().mean().item())
         self._logged["margin"].append((chosen - rejected).mean().item())
         return (loss, {"chosen": chosen, "rejected": rejected}) if return_outputs else loss
+
+    def ranked_list_loss(self, model, inputs, return_outputs=False):
+        """InstructGPT's loss over all C(K,2) pairs of each list, a list weighing as one example;
+        accuracy and margin are over the same valid pairs. A pair's `margin` column has no
+        meaning across a list, so `use_margin` applies to pair-only batches."""
+        mask = inputs["rank_mask"]
+        batch_size, k = mask.shape
+        rewards = sequence_rewards(model, inputs["input_ids"], inputs["attention_mask"]).view(k, batch_size).T
+        loss = ranked_list_rm_loss(rewards, mask)
+        better, worse = ranked_pairs(k)
+        valid = (mask[:, better] * mask[:, worse]).bool()
+        gaps = (rewards[:, better] - rewards[:, worse])[valid]
+        if self.options.center_rewards:
+            sums = (rewards[:, better] + rewards[:, worse])[valid]
+            loss = loss + self.options.center_rewards * (sums ** 2).mean()
+        self._logged["accuracy"].append((gaps > 0).float().mean().item())
+        self._logged["margin"].append(gaps.mean().item())
+        return (loss, {"rewards": rewards}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         from train.stages.dpo import _mean_across_ranks
