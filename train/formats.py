@@ -23,6 +23,11 @@ LLaMA-Factory reads them: file_name, formatting (default alpaca), ranking, `colu
 LLaMA-Factory's names (prompt/query/response/history/messages/system/tools/chosen/rejected),
 sharegpt `tags` (role/content keys and speaker names), paths relative to the registry file.
 Rows with images/videos/audios are dropped as `unsupported_media` (text-only training).
+
+Anything `datasets.load_dataset` reads is a dataset too (streamed, so it is never held
+whole): `hf:NAME_OR_FOLDER?config=C&split=S&data_dir=D`, an entry {hf: ..., config, split}
+(LLaMA-Factory's hf_hub_url / subset / folder), or a local folder whose README declares
+`configs:` (the Hub layout). The split defaults to `train`.
 `system` is the dataset's default system prompt, used where a row has none.
 """
 from __future__ import annotations
@@ -42,6 +47,9 @@ RANKED_FORMATS = ("ranked", "oasst")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 REGISTRY_ENV = "RAYMILL_DATASETS"
 DROP_MEDIA = "unsupported_media"
+HF_PREFIX = "hf:"
+HF_DEFAULT_SPLIT = "train"
+HF_OPTIONS = ("config", "data_dir", "split")
 DATASET_DATA_DIR = "data"
 
 
@@ -55,6 +63,9 @@ class DatasetSpec:
     ranking: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)  # sharegpt turn layout (LLaMA-Factory `tags`)
     system: str | None = None  # default system prompt for rows without one
+    loader: str = "files"  # files (our readers) | hf (datasets.load_dataset, streamed)
+    config: str | None = None  # hf: the dataset's configuration (load_dataset's `name`)
+    data_dir: str | None = None  # hf: load_dataset's `data_dir`
 
     @property
     def kind(self) -> str:
@@ -65,6 +76,18 @@ class DatasetSpec:
         if self.format in ("preference", "hh_rlhf") or self.ranking:
             return "preference"
         return "sft"
+
+    def open_hf(self):
+        """The streamed `datasets` split of an hf dataset; errors name the dataset."""
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.path, name=self.config, split=self.split or HF_DEFAULT_SPLIT,
+                                         data_dir=self.data_dir, streaming=True)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            detail = " ".join(str(exc).split())[:400]
+            raise ValueError(f"dataset {self.name!r}: datasets.load_dataset({self.path!r}, config={self.config!r}, "
+                             f"split={self.split or HF_DEFAULT_SPLIT!r}) failed: {detail}") from None
 
     def files(self) -> list[Path]:
         """The data files of this dataset, sorted (a split picks `<split>*` files or a `<split>/` folder)."""
@@ -133,8 +156,72 @@ def _check_columns(name: str, fmt: str, columns: Any, tags: Any) -> tuple[dict, 
     return columns, {}
 
 
+def parse_hf_reference(reference: str) -> dict[str, str]:
+    """"hf:NAME_OR_FOLDER?config=C&split=S" -> {"hf": ..., "config": ..., "split": ...}."""
+    from urllib.parse import parse_qsl
+
+    source, _, query = reference[len(HF_PREFIX):].partition("?")
+    if not source:
+        raise ValueError(f"data {reference!r}: expected hf:NAME_OR_FOLDER[?config=...&split=...]")
+    entry = {"hf": source}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        if key not in HF_OPTIONS:
+            raise ValueError(f"data {reference!r}: unknown option {key!r}; valid: {', '.join(HF_OPTIONS)}")
+        entry[key] = value
+    return entry
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A local folder laid out for `datasets.load_dataset`: a README whose YAML header declares configs."""
+    readme = path / "README.md"
+    if not (path.is_dir() and readme.is_file()):
+        return False
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    header = text.split("---", 2)[1] if text.startswith("---") and text.count("---") >= 2 else ""
+    return "\nconfigs:" in "\n" + header or "\ndataset_info:" in "\n" + header
+
+
+def _hf_spec(name: str | None, entry: Mapping[str, Any], base: Path) -> DatasetSpec:
+    source = str(entry.get("hf") or entry.get("hf_hub_url"))
+    local = Path(source).expanduser()
+    if not local.is_absolute() and (base / local).exists():
+        local = base / local  # a folder named relative to the registry file, as file_name is
+    path = str(local) if local.exists() else source  # else a Hub name, resolved by datasets
+    config = entry.get("config", entry.get("subset"))
+    spec = DatasetSpec(name=name or Path(source).name, path=path, format="text", split=entry.get("split"),
+                       loader="hf", config=config, data_dir=entry.get("data_dir", entry.get("folder")))
+    first = next(iter(spec.open_hf()), None)  # opens the stream now: a bad config or split fails before Ray
+    fmt = entry.get("format", entry.get("formatting"))
+    ranking = False
+    if fmt is None and "hf_hub_url" in entry:
+        fmt = "alpaca"  # LLaMA-Factory's default formatting
+    elif fmt is None:
+        if first is None:
+            raise ValueError(f"dataset {spec.name!r}: the split is empty; nothing to tell its format from")
+        fmt, ranking = sniff_row_format(dict(first), spec.name)
+    return _finish_spec(spec, fmt, entry, ranking)
+
+
+def _finish_spec(spec: DatasetSpec, fmt: str, entry: Mapping[str, Any], ranking: bool) -> DatasetSpec:
+    if fmt not in FORMATS:
+        raise ValueError(f"dataset {spec.name!r}: unknown format {fmt!r}; known: {list(FORMATS)}")
+    columns, tags = _check_columns(spec.name, fmt, entry.get("columns"), entry.get("tags"))
+    system = entry.get("system")
+    if system is not None and (not isinstance(system, str) or fmt == "text"):
+        raise ValueError(f"dataset {spec.name!r}: system must be a default system prompt (a string) for a "
+                         f"conversation format, got {system!r} for format {fmt}")
+    return replace(spec, format=fmt, columns=columns, ranking=bool(entry.get("ranking", ranking)), tags=tags,
+                   system=system or None)
+
+
 def spec_from_entry(name: str, entry: Mapping[str, Any], base: Path = Path(".")) -> DatasetSpec:
+    if entry.get("hf") or entry.get("hf_hub_url"):
+        return _hf_spec(name, entry, base)
     path = entry.get("path", entry.get("file_name"))
+    if isinstance(path, str) and path.startswith(HF_PREFIX):
+        return _hf_spec(name, {**entry, **parse_hf_reference(path)}, base)
+    if path and is_hf_folder(Path(path) if Path(path).is_absolute() else base / path):
+        return _hf_spec(name, {**entry, "hf": str(path)}, base)
     if not path:
         raise ValueError(f"dataset {name!r}: registry entry needs 'path' (or 'file_name')")
     path = Path(path) if Path(path).is_absolute() else base / path
@@ -144,15 +231,8 @@ def spec_from_entry(name: str, entry: Mapping[str, Any], base: Path = Path("."))
         fmt = "alpaca"  # LLaMA-Factory's default formatting for a dataset_info entry
     elif fmt is None:
         fmt, ranking = sniff_format(DatasetSpec(name, str(path), "text").files()[0])
-    if fmt not in FORMATS:
-        raise ValueError(f"dataset {name!r}: unknown format {fmt!r}; known: {list(FORMATS)}")
-    columns, tags = _check_columns(name, fmt, entry.get("columns"), entry.get("tags"))
-    system = entry.get("system")
-    if system is not None and (not isinstance(system, str) or fmt == "text"):
-        raise ValueError(f"dataset {name!r}: system must be a default system prompt (a string) for a "
-                         f"conversation format, got {system!r} for format {fmt}")
-    return DatasetSpec(name=name, path=str(path), format=fmt, columns=columns, split=entry.get("split"),
-                       ranking=bool(entry.get("ranking", ranking)), tags=tags, system=system or None)
+    return _finish_spec(DatasetSpec(name=name, path=str(path), format="text", split=entry.get("split")),
+                        fmt, entry, ranking)
 
 
 def sniff_format(path: Path) -> tuple[str, bool]:
@@ -162,6 +242,12 @@ def sniff_format(path: Path) -> tuple[str, bool]:
     first = next(iter_file_rows(path), None)
     if first is None:
         raise ValueError(f"{path} has no rows to tell its format from")
+    return sniff_row_format(first, str(path))
+
+
+def sniff_row_format(first: dict, where: str) -> tuple[str, bool]:
+    """(format, ranking) guessed from the keys of a dataset's first row."""
+    path = where
     keys = set(first)
     ranking = {"chosen", "rejected"} <= keys
     if "message_tree_id" in keys and (isinstance(first.get("prompt"), dict) or "parent_id" in keys):
@@ -183,24 +269,33 @@ def sniff_format(path: Path) -> tuple[str, bool]:
     raise ValueError(f"cannot tell the format of {path} from its keys {sorted(keys)}; name it in a registry entry")
 
 
+SOURCE_KEYS = ("path", "file_name", "hf", "hf_hub_url")
+
+
 def load_dataset_spec(name_or_path: str | Mapping | DatasetSpec, registry: str | Path | Mapping | None = None,
                       **overrides: Any) -> DatasetSpec:
-    """A dataset by registry name, by path (format sniffed), or from an inline entry dict."""
+    """A dataset by registry name, by path (format sniffed), by `hf:` reference, or from an
+    inline entry dict. `overrides` are entry keys (split, config, columns, system, ...) laid
+    over the registry entry before the spec is built, so an hf split is opened as asked."""
     if isinstance(name_or_path, DatasetSpec):
-        spec = name_or_path
-    elif isinstance(name_or_path, Mapping):
-        entry = dict(name_or_path)
-        spec = spec_from_entry(str(entry.get("name") or entry.get("path") or entry.get("file_name")), entry)
-    else:
-        entries, base = _load_registry(registry)
-        if name_or_path in entries:
-            spec = spec_from_entry(name_or_path, entries[name_or_path], base)
-        elif Path(name_or_path).exists():
-            spec = spec_from_entry(Path(name_or_path).stem, {"path": name_or_path})
-        else:
-            known = f"; registry has {sorted(entries)}" if entries else ""
-            raise FileNotFoundError(f"dataset {name_or_path!r} is neither a registry name nor a path{known}")
-    return replace(spec, **overrides) if overrides else spec
+        return replace(name_or_path, **overrides) if overrides else name_or_path
+    if isinstance(name_or_path, Mapping):
+        entry = {**name_or_path, **overrides}
+        hf = entry.get("hf") or entry.get("hf_hub_url")
+        name = entry.get("name") or (None if hf else str(entry.get("path") or entry.get("file_name")))
+        return spec_from_entry(name, entry)
+    entries, base = _load_registry(registry)
+    if name_or_path in entries:
+        return spec_from_entry(name_or_path, {**entries[name_or_path], **overrides}, base)
+    if name_or_path.startswith(HF_PREFIX):
+        return spec_from_entry(overrides.pop("name", None), {**parse_hf_reference(name_or_path), **overrides})
+    if any(overrides.get(k) for k in SOURCE_KEYS):
+        # {name, hf|path, ...} given inline: the name names it, the entry says where it is.
+        return spec_from_entry(name_or_path, overrides)
+    if Path(name_or_path).exists():
+        return spec_from_entry(Path(name_or_path).stem, {"path": name_or_path, **overrides})
+    known = f"; registry has {sorted(entries)}" if entries else ""
+    raise FileNotFoundError(f"dataset {name_or_path!r} is neither a registry name nor a path{known}")
 
 
 # ---------------------------------------------------------------- reading rows, streaming
@@ -229,6 +324,10 @@ def iter_file_rows(path: Path) -> Iterator[dict]:
 
 
 def iter_raw_rows(spec: DatasetSpec) -> Iterator[dict]:
+    if spec.loader == "hf":
+        rows = (dict(row) for row in spec.open_hf())
+        yield from (_oasst_rows(rows) if spec.format == "oasst" else rows)
+        return
     for path in spec.files():
         if spec.format == "oasst":
             yield from _oasst_rows(iter_file_rows(path))
