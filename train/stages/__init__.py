@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # Stage modules imported on first use, so the registry does not pull in every trainer.
-_BUILTIN = {"pt": "train.stages.pt", "sft": "train.stages.sft", "rm": "train.stages.rm", "dpo": "train.stages.dpo"}
+_BUILTIN = {"pt": "train.stages.pt", "sft": "train.stages.sft", "rm": "train.stages.rm", "dpo": "train.stages.dpo",
+            "ppo": "train.stages.ppo", "grpo": "train.stages.grpo"}
 _REGISTRY: dict[str, "Workflow"] = {}
 
 

@@ -1,0 +1,70 @@
+"""What a Ray Train RL stage is: build the prompt dataset on the driver, run RLLoop in each worker.
+
+`ppo` and `grpo` are two Workflows made here that differ only in their default options
+(train.rl.options.STAGE_DEFAULTS); every estimator runs under either name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from train.args import TrainConfig
+
+
+def build_dataset_for(stage: str) -> Callable:
+    def build_dataset(cfg: TrainConfig):
+        from train.rl.options import rl_options
+        from train.rl.prompts import build_prompt_dataset
+
+        return build_prompt_dataset(cfg, rl_options(cfg.data.data_options, stage))
+
+    return build_dataset
+
+
+def run_rl(cfg: TrainConfig, rows: Callable, run_dir: str | Path, max_steps: int, resume_from: str | None = None,
+           extra_callbacks: list | None = None, rank: int = 0, report: Callable | None = None) -> dict:
+    """Train on this worker's prompts (`rows()` yields them). `max_steps` from the launcher counts
+    HF micro-batches; an RL step takes `prompts_per_step` prompts, so the loop counts its own
+    steps (cfg.training.max_steps when set). HF callbacks do not apply to this loop."""
+    from train.rl.loop import RLLoop, total_steps
+    from train.rl.options import rl_options
+
+    options = rl_options(cfg.data.data_options, cfg.launch.stage)
+    prompts = [dict(row) for row in rows()]
+    for row in prompts:
+        row["prompt_ids"] = [int(i) for i in row["prompt_ids"]]
+    loop = RLLoop(cfg, options, prompts, run_dir, total_steps(cfg, options, len(prompts)), report=report)
+    return loop.run(resume_from)
+
+
+def _ray_report(metrics: dict, checkpoint_dir: str | None) -> None:
+    import ray.train
+
+    checkpoint = None
+    if checkpoint_dir and ray.train.get_context().get_world_rank() == 0:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train `train_loop_per_worker` of the RL stages."""
+    from train.worker import run_in_ray_worker
+
+    def run(cfg, rows, run_dir, max_steps, **kwargs) -> dict:
+        return run_rl(cfg, rows, run_dir, max_steps, report=_ray_report, **kwargs)
+
+    run_in_ray_worker(run, loop_config)
+
+
+def make_workflow(stage: str):
+    """The stage's Workflow; it declares its options class and card kind where the registry's
+    Workflow has those fields (so `data_options` are checked before Ray starts)."""
+    import dataclasses
+
+    from train.rl.options import STAGE_OPTIONS
+    from train.stages import Workflow
+
+    fields = {f.name for f in dataclasses.fields(Workflow)}
+    extra = {key: value for key, value in (("options", STAGE_OPTIONS[stage]), ("card_kind", "prompt"))
+             if key in fields}
+    return Workflow(name=stage, build_dataset=build_dataset_for(stage), train_loop=train_loop, **extra)
