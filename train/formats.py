@@ -90,7 +90,11 @@ class DatasetSpec:
                              f"split={self.split or HF_DEFAULT_SPLIT!r}) failed: {detail}") from None
 
     def files(self) -> list[Path]:
-        """The data files of this dataset, sorted (a split picks `<split>*` files or a `<split>/` folder)."""
+        """The data files of this dataset, sorted (a split picks `<split>*` files or a `<split>/` folder).
+        An hf dataset has none of ours: `datasets` resolves its files, and building its spec
+        already opened its stream (so a missing folder, config or split has failed by then)."""
+        if self.loader == "hf":
+            return []
         path = Path(self.path)
         if not path.exists():
             raise FileNotFoundError(f"dataset {self.name!r}: {path} does not exist")
