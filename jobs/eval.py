@@ -32,7 +32,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--judge", help="judge: the judging backend (local:PATH, vllm:MODEL, http:MODEL@URL)")
     parser.add_argument("--data", nargs="+", help="input files or dataset directories")
     parser.add_argument("--output", help="output directory")
-    return parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the flags
+    if args.data:
+        # `--data A B key=value`: nargs="+" swallows the overrides that follow; hand them back.
+        overrides = [d for d in args.data if "=" in d and not Path(d).exists()]
+        args.data = [d for d in args.data if d not in overrides] or None
+        args.overrides = list(args.overrides) + overrides
+    return args
 
 
 def tasks() -> dict:
