@@ -22,6 +22,8 @@ VALID_ROWS = {
     "sft": {"id": "s1", "messages": [msg("user", "Hi"), msg("assistant", "Hello!")], "system": "Be brief."},
     "preference": {"id": "p1", "prompt": [msg("user", "Hi")], "chosen": "Hello!", "rejected": "Go away.",
                    "chosen_score": 1.0, "rejected_score": -1.0, "margin": 2.0, "judge": "rm-v1"},
+    "ranked_preference": {"id": "k1", "prompt": [msg("user", "Hi")], "responses": ["Hello!", "Hi.", "Go away."],
+                          "scores": [1.0, 0.5, -1.0], "judge": "annotators"},
     "prompt": {"id": "q1", "prompt": [msg("user", "Tell me a joke.")]},
     "scored_sample": {"id": "x1", "prompt_id": "q1", "prompt": [msg("user", "Hi")], "response": "Hello",
                       "sample_index": 0, "score": 0.5, "finish_reason": "stop"},
