@@ -149,7 +149,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "sft.jsonl"
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-            ds, stats = build_train_dataset("sft", [{"name": "bench", "path": str(path), "format": "sft"}],
+            ds, stats = build_train_dataset("examples", [{"name": "bench", "path": str(path), "format": "sft"}],
                                             str(model_dir), args.cutoff, packing=True, seed=0,
                                             template="chatml", pack_window=args.window)
             start = time.perf_counter()

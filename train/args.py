@@ -12,7 +12,6 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-STAGE_NAMES_HINT = "pt, sft (plus stages registered in train.stages)"
 FINETUNING_TYPES = ("full", "freeze", "lora", "qlora")
 SCHEDULERS = ("cosine", "linear", "constant", "wsd")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -35,7 +34,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    data: list[str] = field(default_factory=list)  # dataset paths; empty = the embedded sample
+    # Datasets: paths or names, "path:weight", or {path|name, weight, ...} mappings; empty = the embedded sample.
+    data: list[str | dict] = field(default_factory=list)
     template: str | None = None  # chat template name (sft); None = the tokenizer's own
     cutoff_len: int = 512
     packing: bool = True
@@ -140,9 +140,12 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     if annotation.startswith("list"):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, dict) and "dict" in annotation:
+            value = [value]
         if not isinstance(value, (list, tuple)):
             raise TrainConfigError(f"option {name!r} must be a list, got {value!r}")
-        return [str(v) for v in value]
+        # A list that may hold mappings (per-dataset {path, weight}) keeps them as they are.
+        return [dict(v) if isinstance(v, dict) and "dict" in annotation else str(v) for v in value]
     if annotation.startswith("dict"):
         if not isinstance(value, dict):
             raise TrainConfigError(f"option {name!r} must be a mapping, got {value!r}")

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 TRAIN_DATA_DIR = "train_data"
-CARD_KINDS = {"pt": "document", "sft": "sft", "rm": "preference", "dpo": "preference"}
 
 
 def _batches(rows: Any) -> Iterator[pa.Table]:
@@ -54,20 +53,24 @@ class _SplitWriter:
             self.writer.close()
 
 
-def write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
+def write_training_card(run_dir: str | Path, cfg, stats: Any, kind: str | None = None) -> Path | None:
     """Write `<run_dir>/train_data/` (rows, accounting, card/); returns the card directory, or
     None where the stats offer no card rows. Kept and dropped counts must match the funnel."""
     from schemas.dataset_io import dataset_dir
 
     if not hasattr(stats, "card_dataset"):
         return None
+    if kind is None:  # the stage's workflow knows the kind of its training set
+        from train.stages import get_workflow
+
+        kind = get_workflow(cfg.launch.stage).card_kind
     stage = cfg.launch.stage
     funnel = stats.funnel()
     target = Path(run_dir) / TRAIN_DATA_DIR
-    run = {"job": f"train --stage {stage}", "config": cfg.to_dict(), "inputs": list(cfg.data.data),
+    run = {"job": f"train --stage {stage}", "config": cfg.to_dict(), "inputs": [str(d) for d in cfg.data.data],
            "models": [str(cfg.model.tokenizer or cfg.model.model)],
            "note": "the training set as this run saw it: one row per input record, no text"}
-    with dataset_dir(target, CARD_KINDS.get(stage, "sft")) as out:
+    with dataset_dir(target, kind) as out:
         # The rows carry no text, so they are not records of the kind: written as they are.
         kept, dropped = _SplitWriter(out.data_dir / "part-00000.parquet"), _SplitWriter(out.dropped_dir / "part-00000.parquet")
         try:
@@ -87,10 +90,10 @@ def write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
     return target / "card"
 
 
-def try_write_training_card(run_dir: str | Path, cfg, stats: Any) -> Path | None:
+def try_write_training_card(run_dir: str | Path, cfg, stats: Any, kind: str | None = None) -> Path | None:
     """The card is a report: a failure to build it is logged, never fatal to a finished run."""
     try:
-        return write_training_card(run_dir, cfg, stats)
+        return write_training_card(run_dir, cfg, stats, kind)
     except Exception as exc:  # noqa: BLE001
         log.warning("no training data card for %s: %s", run_dir, exc)
         return None

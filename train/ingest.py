@@ -10,21 +10,27 @@ plus counters (examples, real tokens, label tokens, truncated). On a Ray Train w
     shard = ray.train.get_dataset_shard("train")
     for batch in shard.iter_torch_batches(batch_size=8, collate_fn=flatten_collate): ...
 
-Nothing is materialised: the read is a generator, every later step works per batch, and
-`DataStats.collect()` is an aggregate over a second pass of the stream. The order of the
-stream is a pure function of the seed (preserve_order is set on the dataset's context).
+By default the stream is tokenized once, before training, into a cache keyed by a
+fingerprint of its inputs (train.token_cache): the packed rows, the per-record card rows
+and the stats come from that one pass, and a rerun reads the cache. With
+`tokenized_cache: off` nothing is materialised: the read is a generator, every later step
+works per batch, and `DataStats.collect()` is an aggregate over a second pass of the
+stream. The order of the stream is a pure function of the seed (preserve_order is set on
+the dataset's context).
 The read is one task by design: it is light (file reads and JSON) and a single stream is
 what makes a weighted, staged mix deterministic; tokenization and packing, the heavy
 part, run in parallel after it.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -35,8 +41,39 @@ from train.mixing import MixSchedule, interleave, shuffle_buffer
 from train.packing import BlockChunker, best_fit_decreasing, make_pack
 from train.tokenize import IGNORE_INDEX, Drop, EncodedExample, encode_pretrain_batch, encode_sft
 
-STAGES = ("pt", "sft")
+# How records become training rows: "blocks" concatenates documents and cuts them into
+# blocks of cutoff_len (pretraining); "examples" masks each conversation (SFT) and packs.
+LAYOUTS = ("blocks", "examples")
 RECORD_COLUMNS = ("source", "id", "kind", "record", "drop_reason", "drop_detail")
+
+
+# ---------------------------------------------------------------- options
+@dataclass
+class IngestOptions:
+    """`data_options` of the pt and sft stages (train.args keeps the options every stage shares)."""
+
+    train_on_prompt: bool = False  # sft: loss on prompt tokens too
+    mask_history: bool = False  # sft: loss on the last assistant turn only
+    registry: str | None = None  # a dataset_info.json that --data names resolve in
+    schedule: list | None = None  # staged mix: [{until: N, weights: {name: w}}, ...] (needs num_samples)
+    num_samples: int | None = None  # records drawn from the mix (None: until a source runs out)
+    stopping: str = "first_exhausted"  # first_exhausted | all_exhausted
+    shuffle_buffer_size: int = 1000
+    pack_window: int = 1000  # examples per best-fit-decreasing packing window
+    num_actors: int | None = None  # tokenizer actors (None: Ray tasks, the tokenizer cached per process)
+    block_rows: int = 256
+    # Tokenize once into a cache before training: "auto" (the user cache; the run directory
+    # on a cluster), "off" (stream beside training, tokenizing again for the stats), or a path.
+    tokenized_cache: str = "auto"
+
+    def check(self, cfg: Any = None) -> None:
+        if self.stopping not in ("first_exhausted", "all_exhausted"):
+            raise ValueError(f"data_options.stopping must be first_exhausted or all_exhausted, got {self.stopping!r}")
+        if self.schedule is not None and not self.num_samples:
+            raise ValueError("data_options.schedule needs data_options.num_samples (the length of the staged mix)")
+        for name in ("shuffle_buffer_size", "pack_window", "block_rows"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name == "shuffle_buffer_size" else 1):
+                raise ValueError(f"data_options.{name} must be a positive integer, got {getattr(self, name)!r}")
 
 
 # ---------------------------------------------------------------- sources and the mixed read
@@ -46,9 +83,24 @@ class WeightedSpec:
     weight: float = 1.0
 
 
+def split_weight(entry: str) -> tuple[str, float | None]:
+    """"data.jsonl:0.7" -> ("data.jsonl", 0.7); an entry without a numeric suffix has no weight."""
+    head, sep, tail = entry.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return entry, None
+        if weight < 0:
+            raise ValueError(f"data entry {entry!r}: a mixing weight must be >= 0")
+        return head, weight
+    return entry, None
+
+
 def resolve_data(data: Any, registry=None) -> list[WeightedSpec]:
-    """Data entries -> specs with weights. An entry is a name or path, a DatasetSpec, a
-    (name_or_spec, weight) pair, or a dict {name|path, weight, format, columns, ...}."""
+    """Data entries -> specs with weights. An entry is a name or path (optionally
+    "path:weight", as `--data a.jsonl:0.7` gives it), a DatasetSpec, a (name_or_spec,
+    weight) pair, or a dict {name|path, weight, format, columns, ...}."""
     if data is None or isinstance(data, (str, DatasetSpec, Mapping)):
         data = [data] if data is not None else []
     out = []
@@ -56,6 +108,9 @@ def resolve_data(data: Any, registry=None) -> list[WeightedSpec]:
         weight = 1.0
         if isinstance(item, (tuple, list)):
             item, weight = item
+        if isinstance(item, str):
+            item, given = split_weight(item)
+            weight = weight if given is None else given
         if isinstance(item, Mapping):
             entry = dict(item)
             weight = float(entry.pop("weight", weight))
@@ -172,40 +227,47 @@ def _sft_view(record: dict, kind: str) -> dict:
 
 class TokenizePack:
     """Actor: records -> packed training rows (`emit="train"`), drop rows (`"drops"`),
-    one counters row per batch (`"stats"`), or one summary row per record (`"card"`).
-    Loads the tokenizer once, in __init__."""
+    one counters row per batch (`"stats"`), one summary row per record (`"card"`), or all
+    three at once for the token cache (`"all"`). Loads the tokenizer once, in __init__."""
 
-    def __init__(self, tokenizer_path: str, stage: str, template: str, cutoff_len: int, packing: bool, seed: int,
-                 train_on_prompt: bool = False, mask_history: bool = False, emit: str = "train"):
+    def __init__(self, tokenizer_path: str, layout: str, template: str | None, cutoff_len: int, packing: bool,
+                 seed: int, train_on_prompt: bool = False, mask_history: bool = False, emit: str = "train"):
         from transformers import AutoTokenizer
 
-        from train.templates import get_template
-
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer at {tokenizer_path} has no EOS token; packing needs one")
-        self.template = get_template(template, self.tokenizer)
-        self.stage, self.cutoff_len, self.packing, self.seed = stage, cutoff_len, packing, seed
+        self.template_name, self._template = template, None
+        self.layout, self.cutoff_len, self.packing, self.seed = layout, cutoff_len, packing, seed
         self.train_on_prompt, self.mask_history, self.emit = train_on_prompt, mask_history, emit
+
+    @property
+    def template(self):
+        """Resolved on the first conversation: plain text needs no chat template at all."""
+        if self._template is None:
+            from train.templates import get_template
+
+            self._template = get_template(self.template_name, self.tokenizer)
+        return self._template
 
     # -- per record
     def _encode(self, kinds, records) -> list[EncodedExample | list[int] | Drop]:
-        """sft stage: EncodedExample per record; pt stage: a token list (doc + EOS) per record."""
+        """examples: EncodedExample per record; blocks: a token list (doc + EOS) per record."""
         out: list[Any] = [None] * len(records)
         texts = {i: r.get("text") for i, (k, r) in enumerate(zip(kinds, records)) if k == "text"}
         if texts:
             encoded = encode_pretrain_batch(list(texts.values()), self.tokenizer)
             for i, ids in zip(texts, encoded):
-                if self.stage == "sft" and not isinstance(ids, Drop):
+                if self.layout == "examples" and not isinstance(ids, Drop):
                     ids = ids[: self.cutoff_len]
                     ids = EncodedExample(ids, list(ids), truncated=len(ids) == self.cutoff_len)
                 out[i] = ids
         for i, (kind, record) in enumerate(zip(kinds, records)):
             if kind == "text":
                 continue
-            if self.stage == "pt":
+            if self.layout == "blocks":
                 # SFT data in pretraining (annealing): the whole rendered conversation is text.
                 ex = encode_sft(_sft_view(record, kind), self.tokenizer, self.template, 1 << 30, train_on_prompt=True)
                 out[i] = ex if isinstance(ex, Drop) else ex.input_ids
@@ -245,10 +307,14 @@ class TokenizePack:
         rows = self._pack(good, batch)
         if self.emit == "stats":
             return self._stats_row(n, good, drops, rows)
+        if self.emit == "all":
+            return pa.table({"train": [_ipc(_rows_table(rows))],
+                             "card": [_ipc(self._card_rows(batch, kept_idx, encoded, drops))],
+                             "stats": self._stats_row(n, good, drops, rows).column("stats")})
         return _rows_table(rows)
 
     def _pack(self, good: list, batch: dict) -> list[dict]:
-        if self.stage == "pt":
+        if self.layout == "blocks":
             chunker = BlockChunker(self.cutoff_len)
             rows = list(chunker.feed(good))
             for r in rows:
@@ -311,16 +377,31 @@ def tokenize_pack_task(batch: dict, config: tuple) -> pa.Table:
     return _cached_op(config)(batch)
 
 
+_INT_LIST = pa.list_(pa.int32())
+TRAIN_ROW_SCHEMA = pa.schema([("input_ids", _INT_LIST), ("labels", _INT_LIST), ("position_ids", _INT_LIST),
+                              ("num_examples", pa.int32()), ("num_tokens", pa.int32()), ("num_truncated", pa.int32())])
+CARD_ROW_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("tokens", pa.int32()),
+                             ("label_tokens", pa.int32()), ("truncated", pa.bool_()), ("drop_reason", pa.string()),
+                             ("drop_detail", pa.string())])
+
+
 def _rows_table(rows: list[dict]) -> pa.Table:
-    int_list = pa.list_(pa.int32())
     return pa.table({
-        "input_ids": pa.array([r["input_ids"] for r in rows], int_list),
-        "labels": pa.array([r["labels"] for r in rows], int_list),
-        "position_ids": pa.array([r["position_ids"] for r in rows], int_list),
+        "input_ids": pa.array([r["input_ids"] for r in rows], _INT_LIST),
+        "labels": pa.array([r["labels"] for r in rows], _INT_LIST),
+        "position_ids": pa.array([r["position_ids"] for r in rows], _INT_LIST),
         "num_examples": pa.array([r["num_examples"] for r in rows], pa.int32()),
         "num_tokens": pa.array([len(r["input_ids"]) for r in rows], pa.int32()),
         "num_truncated": pa.array([r["num_truncated"] for r in rows], pa.int32()),
-    })
+    }, schema=TRAIN_ROW_SCHEMA)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes: the cache pass carries several tables per batch."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 # ---------------------------------------------------------------- stats
@@ -338,6 +419,17 @@ class DataStats:
     slots: int = 0
     collected: bool = False
     _make: Any = field(default=None, repr=False, compare=False)
+    cache_dir: str | None = None  # the token cache these counts came from (None: streamed)
+    cache_reused: bool = False  # True: this run tokenized nothing
+    tokenize_seconds: float | None = None
+
+    @classmethod
+    def from_counts(cls, counts: dict, cache_dir: Path, reused: bool) -> "DataStats":
+        """Stats of a token cache: counted in the pass that wrote it, nothing to collect."""
+        fields_ = ("records", "examples", "truncated", "sequences", "tokens", "label_tokens", "slots")
+        return cls(**{k: int(counts.get(k, 0)) for k in fields_}, drops=dict(counts.get("drops") or {}),
+                   collected=True, cache_dir=str(cache_dir), cache_reused=reused,
+                   tokenize_seconds=None if reused else counts.get("tokenize_seconds"))
 
     @property
     def packing_efficiency(self) -> float:
@@ -368,17 +460,27 @@ class DataStats:
     def card_dataset(self):
         """One row per input record (id, source, tokens, label_tokens, truncated, drop_reason,
         drop_detail) as a lazy Ray Dataset: what train.data_card summarises."""
+        if self.cache_dir:
+            import ray.data
+
+            from train.token_cache import parquet_files
+
+            return ray.data.read_parquet(parquet_files(Path(self.cache_dir), "card"), file_extensions=["parquet"])
         return self._make("card")
 
     def drops_dataset(self):
         """The dropped rows (id, source, drop_reason, drop_detail) as a lazy Ray Dataset."""
+        if self.cache_dir:
+            return self.card_dataset().filter(lambda r: r["drop_reason"] is not None) \
+                .select_columns(["id", "source", "drop_reason", "drop_detail"])
         return self._make("drops")
 
     def as_dict(self) -> dict[str, Any]:
         return {"records": self.records, "examples": self.examples, "dropped": self.dropped,
                 "drops_by_reason": dict(self.drops), "truncated": self.truncated, "sequences": self.sequences,
                 "tokens": self.tokens, "label_tokens": self.label_tokens, "slots": self.slots,
-                "packing_efficiency": round(self.packing_efficiency, 4)}
+                "packing_efficiency": round(self.packing_efficiency, 4), "tokenized_cache": self.cache_dir,
+                "cache_reused": self.cache_reused, "tokenize_seconds": self.tokenize_seconds}
 
     def funnel(self) -> list:
         """The ingest as one funnel stage for the data card: records in, examples kept, drops."""
@@ -388,60 +490,74 @@ class DataStats:
 
 
 # ---------------------------------------------------------------- the whole path
-def build_train_dataset(stage: str, data: Any, tokenizer_path: str, cutoff_len: int, packing: bool = True,
-                        seed: int = 0, template: str = "chatml", *, train_on_prompt: bool = False,
-                        mask_history: bool = False, registry=None, schedule=None, num_samples: int | None = None,
-                        stopping: str = "first_exhausted", shuffle_buffer_size: int = 1000, pack_window: int = 1000,
-                        num_actors: int | tuple[int, int] | None = None, block_rows: int = 256):
-    """(Ray Dataset of training sequences, DataStats) for stage 'pt' or 'sft'.
+def build_train_dataset(layout: str, data: Any, tokenizer_path: str, cutoff_len: int, packing: bool = True,
+                        seed: int = 0, template: str | None = None, options: IngestOptions | None = None,
+                        cache_root: str | Path | None = None, **option_overrides):
+    """(Ray Dataset of training sequences, DataStats).
 
+    `layout` "blocks" (pt): documents are concatenated and cut into blocks of `cutoff_len`.
+    "examples" (sft): conversations are rendered with `template` (None: the tokenizer's own
+    chat template), masked and, with `packing`, bin-packed by best-fit decreasing over
+    windows of `pack_window` examples into sequences of at most `cutoff_len`.
     `data`: names/paths/specs/dicts, with weights (see `resolve_data`); None = the
-    embedded default sample for the stage. pt: documents are concatenated and cut into
-    blocks of `cutoff_len`. sft: conversations are masked and, with `packing`, bin-packed
-    by best-fit decreasing over windows of `pack_window` examples into sequences of at
-    most `cutoff_len`. `schedule` (list of {until, weights}) with `num_samples` gives a
-    staged mix; weights are records drawn per source. `num_actors`: None runs tokenization as
-    Ray tasks (tokenizer cached per worker process, scales with free CPUs); an int or a
-    (min, max) pair uses an actor pool of that size instead."""
+    embedded default sample for the layout. `options` (or keyword overrides of its fields):
+    staged mix (`schedule` with `num_samples`; weights are records drawn per source),
+    tokenizer parallelism, and the token cache (`tokenized_cache`: "auto" caches under
+    `cache_root` when one is given, else streams)."""
     import ray.data
 
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if cutoff_len < 2:
         raise ValueError(f"cutoff_len must be >= 2, got {cutoff_len}")
+    options = dataclasses.replace(options or IngestOptions(), **option_overrides)
+    options.check()
     if data is None:
         from train.default_data import write_default_sample
 
-        data = [write_default_sample(stage)]
-    weighted = resolve_data(data, registry)
+        data = [write_default_sample("pt" if layout == "blocks" else "sft")]
+    weighted = resolve_data(data, options.registry)
     specs = [w.spec for w in weighted]
-    if schedule is not None and not isinstance(schedule, MixSchedule):
-        schedule = MixSchedule(schedule)
-    records = records_dataset(specs, [w.weight for w in weighted], seed, schedule, num_samples, stopping,
-                              shuffle_buffer_size, block_rows)
+    schedule = MixSchedule(options.schedule) if options.schedule is not None else None
+    records = records_dataset(specs, [w.weight for w in weighted], seed, schedule, options.num_samples,
+                              options.stopping, options.shuffle_buffer_size, options.block_rows)
+    num_actors = options.num_actors
+    settings = dict(layout=layout, template=template, cutoff_len=cutoff_len, packing=packing, seed=seed,
+                    train_on_prompt=options.train_on_prompt, mask_history=options.mask_history)
+
     def make(emit: str):
-        config = dict(tokenizer_path=str(tokenizer_path), stage=stage, template=template, cutoff_len=cutoff_len,
-                      packing=packing, seed=seed, train_on_prompt=train_on_prompt, mask_history=mask_history,
-                      emit=emit)
-        common = dict(batch_size=pack_window, batch_format="numpy", zero_copy_batch=False)
+        config = dict(tokenizer_path=str(tokenizer_path), emit=emit, **settings)
+        common = dict(batch_size=options.pack_window, batch_format="numpy", zero_copy_batch=False)
         if num_actors is None:
             ds = records.map_batches(tokenize_pack_task, fn_kwargs={"config": tuple(sorted(config.items()))}, **common)
         else:
-            compute = ray.data.ActorPoolStrategy(size=num_actors) if isinstance(num_actors, int) else \
-                ray.data.ActorPoolStrategy(min_size=num_actors[0], max_size=num_actors[1])
-            ds = records.map_batches(TokenizePack, compute=compute, fn_constructor_kwargs=config, **common)
+            ds = records.map_batches(TokenizePack, compute=ray.data.ActorPoolStrategy(size=num_actors),
+                                     fn_constructor_kwargs=config, **common)
         return _ordered(ds)
 
-    return make("train"), DataStats(_make=make)
+    if options.tokenized_cache == "off" or (options.tokenized_cache == "auto" and cache_root is None):
+        return make("train"), DataStats(_make=make)
+    from train import token_cache
+
+    root = Path(cache_root) if options.tokenized_cache == "auto" else Path(options.tokenized_cache)
+    key_settings = {**settings, "mix": [(w.spec.name, w.spec.format, dict(w.spec.columns), w.weight) for w in weighted],
+                    "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "tokenized_cache"}}
+    files = [f for w in weighted for f in w.spec.files()]
+    target = root.expanduser() / token_cache.fingerprint(files, str(tokenizer_path), key_settings)
+    counts, reused = token_cache.cached_pass(
+        target, lambda: make("all").iter_batches(batch_size=None, batch_format="numpy"),
+        TRAIN_ROW_SCHEMA, CARD_ROW_SCHEMA)
+    train = _ordered(ray.data.read_parquet(token_cache.parquet_files(target, "train"), file_extensions=["parquet"]))
+    return train, DataStats.from_counts(counts, target, reused)
 
 
-def sft_default_sample(n: int = 200, seed: int = 0) -> list[dict]:
-    from train.default_data import sft_default_sample as sample
+def dataset_for_config(cfg: Any, layout: str):
+    """build_train_dataset with a run's config: its data, tokenizer, template, cutoff, packing,
+    seed and `data_options` (IngestOptions); the token cache under the default root."""
+    from schemas.options import from_mapping
+    from train.token_cache import default_cache_root
 
-    return sample(n, seed)
-
-
-def pretrain_default_sample(n: int = 400, seed: int = 0) -> list[dict]:
-    from train.default_data import pretrain_default_sample as sample
-
-    return sample(n, seed)
+    options = from_mapping(IngestOptions, cfg.data.data_options, f"data_options (stage {cfg.launch.stage})")
+    return build_train_dataset(layout, cfg.data.data or None, cfg.model.tokenizer or cfg.model.model,
+                               cfg.data.cutoff_len, cfg.data.packing, cfg.training.seed, cfg.data.template,
+                               options, cache_root=default_cache_root(cfg.launch.output))

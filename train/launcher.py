@@ -67,19 +67,30 @@ def resolve_for_workers(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, model=model)
 
 
-CARD_KIND = {"pt": "document", "sft": "sft", "rm": "preference", "dpo": "preference"}
+def data_paths(cfg: TrainConfig) -> list[str]:
+    """The dataset paths or names of `data`, without weights."""
+    from train.ingest import split_weight
+
+    out = []
+    for entry in cfg.data.data:
+        if isinstance(entry, dict):
+            out.append(str(entry.get("path") or entry.get("file_name") or entry.get("name")))
+        else:
+            out.append(split_weight(entry)[0])
+    return out
 
 
 def preflight(cfg: TrainConfig):
-    """Checks that need neither Ray nor the data, so a bad option fails in a second with a clear
-    message instead of inside a worker: stage, template, DeepSpeed config, model path, dtype,
-    QLoRA's bitsandbytes. Returns the stage's workflow."""
+    """Checks that need no Ray, so a bad option fails in a second with one clear line instead
+    of inside a worker: stage and its data_options, template, DeepSpeed config, model path,
+    dtype, QLoRA's bitsandbytes, the data files. Returns the stage's workflow."""
     import importlib.util
 
     from train.model_loading import ModelLoadError
     from train.worker import deepspeed_config
 
     workflow = get_workflow(cfg.launch.stage)
+    workflow.parse_options(cfg)
     if cfg.data.template and cfg.data.template != "tokenizer":
         from train.templates import get_template
 
@@ -88,12 +99,43 @@ def preflight(cfg: TrainConfig):
     for name in filter(None, (cfg.model.model, cfg.model.tokenizer)):
         if name != "tiny":
             resolve_model_path(name)
+    check_data(cfg)
     # On a cluster the driver may lack the GPU (and the GPU-only packages) its workers have.
     if not cfg.launch.use_gpu or _driver_sees_gpu():
         check_dtype(cfg.model.dtype, cfg.launch.use_gpu)
         if cfg.finetuning.finetuning_type == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
             raise ModelLoadError("finetuning_type qlora needs the bitsandbytes package: pip install bitsandbytes")
     return workflow
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """Every `data` entry names readable files (or a registry name) before Ray starts."""
+    from train.ingest import resolve_data
+
+    if not cfg.data.data:
+        return
+    registry = (cfg.data.data_options or {}).get("registry")
+    try:
+        for weighted in resolve_data(cfg.data.data, registry):
+            weighted.spec.files()
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise TrainConfigError(f"data: {exc}") from None
+
+
+def resolve_template(cfg: TrainConfig, workflow) -> TrainConfig:
+    """The template a run renders conversations with, recorded in its config: a built-in by
+    name, else "tokenizer" (the tokenizer's own chat template), which must then exist."""
+    if cfg.data.template or workflow.card_kind == "document":
+        return cfg
+    from transformers import AutoTokenizer
+
+    from train.templates import get_template
+
+    try:
+        get_template(None, AutoTokenizer.from_pretrained(cfg.model.tokenizer or cfg.model.model))
+    except ValueError as exc:
+        raise TrainConfigError(str(exc)) from None
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, template="tokenizer"))
 
 
 def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, collate: Callable | None = None,
@@ -105,10 +147,10 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
 
     workflow = preflight(cfg)
     run_dir = prepare_run_dir(cfg)
-    cfg = resolve_for_workers(cfg)
+    cfg = resolve_template(resolve_for_workers(cfg), workflow)
     if dataset is None:
         dataset, stats = workflow.build_dataset(cfg)
-    copy_data_cards(cfg.data.data, run_dir, CARD_KIND.get(cfg.launch.stage))
+    copy_data_cards(data_paths(cfg), run_dir, workflow.card_kind)
 
     max_steps = cfg.training.max_steps
     if max_steps <= 0:
@@ -150,7 +192,7 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
     if cfg.data.collect_data_stats:
         if hasattr(stats, "collect") and not getattr(stats, "collected", True):
             stats.collect()  # max_steps was given, so the stream was never counted: count it now for the record
-        try_write_training_card(run_dir, cfg, stats)
+        try_write_training_card(run_dir, cfg, stats, workflow.card_kind)
     return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
 
 

@@ -298,7 +298,9 @@ class TokenizerTemplate(Template):
 
     def __init__(self, tokenizer):
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template 'tokenizer' needs a tokenizer with a chat_template")
+            name = getattr(tokenizer, "name_or_path", "") or "given"
+            raise ValueError(f"the {name} tokenizer has no chat template: pass --template with one of "
+                             f"{', '.join(_BUILTIN)}")
         super().__init__(name="tokenizer", stop=None, supports_tools=True)
         object.__setattr__(self, "tokenizer", tokenizer)
         object.__setattr__(self, "stop", self._find_stop())
@@ -375,9 +377,12 @@ _BUILTIN = {
 TEMPLATE_NAMES: tuple[str, ...] = tuple(_BUILTIN) + ("tokenizer",)
 
 
-def get_template(name: str, tokenizer=None) -> Template:
-    """A template by name; `tokenizer` is needed (only) for name='tokenizer'."""
-    if name == "tokenizer":
+def get_template(name: str | None, tokenizer=None) -> Template:
+    """A template by name; `tokenizer` is needed (only) for name='tokenizer'.
+
+    One rule for every stage and for synth: no name (None) means the tokenizer's own chat
+    template; a tokenizer without one is an error that lists the built-in names."""
+    if name is None or name == "tokenizer":
         if tokenizer is None:
             raise ValueError("template 'tokenizer' needs the tokenizer whose chat_template it uses")
         return TokenizerTemplate(tokenizer)

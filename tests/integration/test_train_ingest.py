@@ -40,7 +40,7 @@ def sft_file(tmp_path_factory):
 
 def _build(sft_file, tiny_model_dir, **kwargs):
     data = [{"name": "chats", "path": str(sft_file), "format": "sft"}]
-    return build_train_dataset("sft", data, str(tiny_model_dir), CUTOFF, packing=True, seed=7, template="chatml",
+    return build_train_dataset("examples", data, str(tiny_model_dir), CUTOFF, packing=True, seed=7, template="chatml",
                                shuffle_buffer_size=16, pack_window=32, **kwargs)
 
 
@@ -99,7 +99,7 @@ def test_pretraining_blocks_with_annealing_mix(ray_session, sft_file, tiny_model
     data = [{"name": "web", "path": str(docs), "format": "text"},
             {"name": "chats", "path": str(sft_file), "format": "sft"}]
     schedule = [{"until": 0.75, "weights": {"web": 1.0}}, {"until": 1.0, "weights": {"web": 0.5, "chats": 0.5}}]
-    ds, stats = build_train_dataset("pt", data, str(tiny_model_dir), 64, packing=True, seed=1, template="chatml",
+    ds, stats = build_train_dataset("blocks", data, str(tiny_model_dir), 64, packing=True, seed=1, template="chatml",
                                     schedule=schedule, num_samples=200, shuffle_buffer_size=0, pack_window=50)
     rows = ds.take_all()
     lengths = [len(r["input_ids"]) for r in rows]

@@ -29,7 +29,7 @@ def _card_rows(tiny_model_dir) -> pa.Table:
            "raw": np.array([json.dumps(r) for r in RAW], object)}
     records = _convert_batch(raw, {"chats": spec})
     batch = {name: np.array(records.column(name).to_pylist(), object) for name in records.column_names}
-    op = TokenizePack(str(tiny_model_dir), "sft", "chatml", 64, packing=True, seed=0, emit="card")
+    op = TokenizePack(str(tiny_model_dir), "examples", "chatml", 64, packing=True, seed=0, emit="card")
     return op(batch)
 
 

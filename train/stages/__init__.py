@@ -1,7 +1,11 @@
-"""Stage registry: stage name -> Workflow (how to build its dataset, what each Ray Train worker runs).
+"""Stage registry: stage name -> Workflow, everything the launcher needs to know about a stage.
 
-A new stage (rm, dpo, ...) adds itself with `register_stage(Workflow(...))` in its
-module and one line in `_BUILTIN` below, so `jobs/train.py --stage NAME` finds it.
+A workflow holds a stage's facts in one place: the kind of its training set's card, the
+dataclass of its `data_options` (checked before Ray starts), how it builds its dataset
+(tokenized once, with the stats and card rows from the same pass) and the Ray Train
+worker body that trains on it. A new stage is one module that calls
+`register_stage(Workflow(...))` plus one line in `_BUILTIN` below, so that
+`jobs/train.py --stage NAME` finds it.
 """
 from __future__ import annotations
 
@@ -22,18 +26,37 @@ class Workflow:
     build_dataset: Callable[[Any], tuple[Any, Any]]
     # Ray Train's train_loop_per_worker; receives the launcher's loop config dict.
     train_loop: Callable[[dict], None]
+    # Kind of the training set's card (schemas.card): document | sft | preference | prompt.
+    card_kind: str = "sft"
     # Collate for the rows of this stage's dataset (None: the worker's default).
     collate: Callable | None = None
+    # Dataclass of the stage's `data_options`; None = the stage takes none.
+    options: type | None = None
+
+    def parse_options(self, cfg: Any) -> Any:
+        """The stage's options from `data_options`, or a TrainConfigError naming the bad key."""
+        from schemas.options import OptionsError, from_mapping
+        from train.args import TrainConfigError
+
+        raw = dict(cfg.data.data_options or {})
+        if self.options is None:
+            if raw:
+                raise TrainConfigError(f"stage {self.name!r} takes no data_options, got {sorted(raw)}")
+            return None
+        if hasattr(self.options, "from_config"):  # an options class that parses the config itself
+            return self.options.from_config(cfg)
+        try:
+            options = from_mapping(self.options, raw, f"data_options (stage {self.name})")
+            if hasattr(options, "check"):
+                options.check(cfg)
+        except (OptionsError, ValueError) as exc:
+            raise TrainConfigError(str(exc)) from None
+        return options
 
 
 def register_stage(workflow: Workflow) -> Workflow:
     _REGISTRY[workflow.name] = workflow
     return workflow
-
-
-def add_builtin(name: str, module: str) -> None:
-    """Let a stage living in another module be found by name (imported lazily)."""
-    _BUILTIN[name] = module
 
 
 def stage_names() -> list[str]:

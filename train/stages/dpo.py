@@ -228,4 +228,5 @@ def train_loop(loop_config: dict) -> None:
     run_in_ray_worker(run_dpo, loop_config)
 
 
-WORKFLOW = register_stage(Workflow(name=STAGE, build_dataset=build_preference_dataset, train_loop=train_loop))
+WORKFLOW = register_stage(Workflow(name=STAGE, build_dataset=build_preference_dataset, train_loop=train_loop,
+                                   card_kind="preference", options=PreferenceOptions))

@@ -2,29 +2,22 @@
 
 `from_scratch` starts from random weights built from `model_config` (or the model's
 own config); otherwise training continues from the loaded weights. With no `data`
-the embedded text sample is used.
+the embedded text sample is used. Documents are concatenated with EOS and cut into
+blocks of `cutoff_len`; conversations mixed in (annealing) are rendered as plain text.
 """
 from __future__ import annotations
 
-from train.args import TrainConfig
+from train.ingest import IngestOptions, dataset_for_config
 from train.stages import Workflow, register_stage
 from train.worker import causal_lm_train_loop
 
 STAGE = "pt"
 
 
-def build_dataset(cfg: TrainConfig):
+def build_dataset(cfg):
     """(ray.data.Dataset of packed rows, DataStats) for this run."""
-    from train.ingest import build_train_dataset
-
-    options = dict(cfg.data.data_options)
-    if cfg.data.template:
-        options["template"] = cfg.data.template
-    # No data: the ingest writes and reads the embedded default sample for this stage.
-    return build_train_dataset(
-        STAGE, cfg.data.data or None, tokenizer_path=cfg.model.tokenizer or cfg.model.model,
-        cutoff_len=cfg.data.cutoff_len, packing=cfg.data.packing, seed=cfg.training.seed, **options,
-    )
+    return dataset_for_config(cfg, "blocks")
 
 
-WORKFLOW = register_stage(Workflow(name=STAGE, build_dataset=build_dataset, train_loop=causal_lm_train_loop))
+WORKFLOW = register_stage(Workflow(name=STAGE, card_kind="document", build_dataset=build_dataset,
+                                   train_loop=causal_lm_train_loop, options=IngestOptions))
