@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
 from jobs.common import run_main
 
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
-# `python jobs/dedup.py` puts jobs/ first on sys.path; put the repository root there instead.
-_JOBS_DIR = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _JOBS_DIR]
-sys.path.insert(0, os.path.dirname(_JOBS_DIR))
+if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 from jobs.common import ConfigError, add_config_arguments, init_ray, load_config, run_main  # noqa: E402
 

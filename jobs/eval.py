@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 from jobs.common import add_config_arguments, init_ray, load_config, run_main  # noqa: E402
 

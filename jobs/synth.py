@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-# `python jobs/synth.py` puts jobs/ first on sys.path, where this file would shadow the
-# `synth` package, and Ray copies the driver's path onto every worker (whose actors then
-# fail to unpickle synth.backends). Drop jobs/ and put the repository root first instead.
-_JOBS_DIR = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _JOBS_DIR]
-sys.path.insert(0, os.path.dirname(_JOBS_DIR))
+if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 from jobs.common import add_config_arguments, deep_merge, init_ray, load_config, run_main  # noqa: E402
 

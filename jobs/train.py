@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 from jobs.common import add_config_arguments, init_ray, load_config, run_main  # noqa: E402
 
@@ -29,11 +29,15 @@ FLAGS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from train.stages import stage_names
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    parser.add_argument("--stage", help="pt | sft | rm | dpo")
+    parser.add_argument("--stage", help=" | ".join(stage_names()))
     parser.add_argument("--model", help="hub id, local path or 'tiny' (default)")
-    parser.add_argument("--data", nargs="+", help="dataset paths or names (default: the embedded sample)")
+    parser.add_argument("--data", nargs="+", action="extend",
+                        help="dataset paths or names, each optionally PATH:WEIGHT for the mix; repeatable "
+                             "(default: the embedded sample)")
     parser.add_argument("--output", help="run directory (default runs/train)")
     parser.add_argument("--num-workers", type=int, dest="num_workers")
     parser.add_argument("--use-gpu", action="store_true", default=None, dest="use_gpu")
