@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dataclasses import fields
 
     from curate.dedup.config import DedupConfig
-    from curate.dedup.runner import run_dedup_dir
+    from curate.dedup.runner import input_files, run_dedup_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="document dataset directory")
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise ConfigError(f"unknown config keys {unknown}; dedup settings: {sorted(settings)}")
     config = DedupConfig.from_any(dedup)
+    input_files(args.input)  # a missing or empty input fails here, before Ray starts
 
     init_ray(raw.get("num_cpus"))
     summary = run_dedup_dir(args.input, args.output, config)
