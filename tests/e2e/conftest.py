@@ -271,11 +271,12 @@ def start_job(cluster: RayCluster, entrypoint: list[str], env_vars: dict[str, st
 
 
 def job_output(proc: subprocess.Popen, log: Path, timeout: float = 600) -> tuple[int, str]:
+    """Wait for a `start_job` CLI to exit: (its exit code, the job's log)."""
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise
+        pytest.fail(f"the job ran past {timeout:.0f} s; its log ends:\n{log.read_text(errors='replace')[-4000:]}")
     return code, log.read_text(errors="replace")
 
 

@@ -16,8 +16,7 @@ import pytest
 
 from schemas.dataset_io import is_complete
 from schemas.funnel import read_accounting
-from tests.e2e.conftest import (RayCluster, dataset_rows, job_output, list_state, python, start_job, submit_job,
-                                wait_until)
+from tests.e2e.conftest import RayCluster, dataset_rows, job_output, list_state, python, start_job, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -114,9 +113,9 @@ def test_curate_interrupted_outright_leaves_no_complete_dataset_and_a_rerun_equa
     leftovers = list(out.parent.glob(f".{out.name}.tmp-*"))
     assert all(not is_complete(d) for d in leftovers)  # the half-written temporary dir is hidden and unmarked
 
-    rerun = submit_job(ray_two_nodes, [python(), "jobs/curate.py", "--output", str(out)],
-                       {"RAYMILL_CACHE": str(e2e_cache)})
-    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+    rerun_log = tmp_path / "rerun.log"
+    code, text = job_output(_curate(ray_two_nodes, out, e2e_cache, rerun_log), rerun_log, timeout=240)
+    assert code == 0, text[-4000:]
     _same_rows_as(out, curate_reference)
 
 
