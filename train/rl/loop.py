@@ -252,20 +252,32 @@ class RLLoop:
         # Every worker must stop together, or the others would wait in the next all-reduce forever.
         if all_reduce_sum(torch.tensor([float(local_bad)])).item() == 0:
             return
+        prompt = prompts[int(bad_rows.nonzero()[0])] if bad_rows.any() else (prompts[0] if prompts else "")
+        what = f"loss became {loss.item()}" if local_bad else "another worker's loss became non-finite"
+        raise self._non_finite(what, prompt)
+
+    def _non_finite(self, what: str, prompt: str) -> NonFiniteRLError:
         from train.worker import _latest_checkpoint
 
-        prompt = prompts[int(bad_rows.nonzero()[0])] if bad_rows.any() else (prompts[0] if prompts else "")
         last = _latest_checkpoint(str(self.run_dir / "hf" / "rank0"))
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was saved before it"
-        what = f"loss became {loss.item()}" if local_bad else "another worker's loss became non-finite"
-        raise NonFiniteRLError(f"{what} at step {self.step + 1} (prompt: {prompt[:80]!r}); training stopped and "
-                               f"{where}. Lower learning_rate or check the reward.")
+        return NonFiniteRLError(f"{what} at step {self.step + 1} (prompt: {prompt[:80]!r}); training stopped and "
+                                f"{where}. Lower learning_rate or check the reward.")
 
     def run_step(self) -> dict[str, float]:
         o = self.options
         prompt_rows = [self.prompts[i] for i in self.cursor.take(o.prompts_per_step)]
+        # Sampling randomness is a function of (seed, step, rank): a resumed run draws the same
+        # responses the uninterrupted run would have, with no RNG state to carry in checkpoints.
+        torch.manual_seed((self.cfg.training.seed * 1_000_003 + self.step) * 64 + self.rank)
         started = time.perf_counter()
-        batch, texts = self.rollout(prompt_rows)
+        try:
+            batch, texts = self.rollout(prompt_rows)
+        except RuntimeError as exc:
+            if "inf" not in str(exc) and "nan" not in str(exc):
+                raise
+            # Sampling from a policy whose weights went non-finite (torch.multinomial refuses NaN probabilities).
+            raise self._non_finite("the policy's probabilities became non-finite", prompt_rows[0]["prompt_text"]) from exc
         rollout_s = time.perf_counter() - started
         try:
             raw, scores = self.score(texts, batch)

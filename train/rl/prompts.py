@@ -109,10 +109,15 @@ def tokenize_prompts(rows: Iterable[tuple[str, dict]], tokenizer, max_tokens: in
 
 def read_prompt_rows(data: list[str]) -> Iterable[tuple[str, dict]]:
     """(id, raw row) of every input file or registry name, in order."""
-    from train.formats import iter_raw_rows, load_dataset_spec
+    from pathlib import Path
+
+    from train.formats import DatasetSpec, iter_raw_rows, load_dataset_spec
 
     for entry in data:
-        spec = load_dataset_spec(entry)
+        # A prompt file's rows are read as they are (see prompt_messages), so a path needs no
+        # format sniffing; a registry name still resolves through the registry.
+        path = Path(str(entry)).expanduser()
+        spec = DatasetSpec(name=path.stem, path=str(path), format="sft") if path.exists() else load_dataset_spec(entry)
         for index, row in enumerate(iter_raw_rows(spec)):
             rid = str(row.get("id")) if isinstance(row, dict) and row.get("id") is not None else f"{spec.name}-{index}"
             yield rid, row
