@@ -31,8 +31,9 @@ def target_word_reward(prompts: list[str], responses: list[str]) -> list[float]:
     return scores
 
 
-def default_prompts(n: int = 72, seed: int = 0) -> list[dict]:
-    """Chat prompts as prompt records ({id, prompt: [user message]})."""
+def default_prompts(n: int = 1200, seed: int = 0) -> list[dict]:
+    """Chat prompts as prompt records ({id, prompt: [user message]}). 72 distinct texts, repeated:
+    the count sets the default run's length (1200 prompts × 2 epochs / 8 per step = 300 steps)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -45,7 +46,7 @@ def default_prompts_file() -> str:
     """The default prompts as JSONL in the cache (written once)."""
     from train.tiny import default_cache_dir
 
-    path = Path(default_cache_dir()) / "rl_default_prompts_v1" / "prompts.jsonl"
+    path = Path(default_cache_dir()) / "rl_default_prompts_v2" / "prompts.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
