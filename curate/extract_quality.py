@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-# Word characters, lower-cased. CJK runs count one token per character so that
-# spaceless scripts are not scored as one giant token per sentence.
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+", re.UNICODE)
+from curate.words import SPACELESS_RANGES
+
+# Word characters, lower-cased. Han and kana count one token per character so that
+# spaceless scripts are not scored as one giant token per sentence (curate.words' table;
+# Korean puts spaces between words, so Hangul words stay words).
+_TOKEN = re.compile(f"[{SPACELESS_RANGES}]|[^\\W{SPACELESS_RANGES}]+", re.UNICODE)
 
 
 def tokens(text: str) -> list[str]:

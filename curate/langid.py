@@ -31,12 +31,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from curate.stage import Stage, mark_drops, set_column
+from curate.words import HAN_CHAR, HANGUL_CHAR, KANA_CHAR
 
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 _SPACES = re.compile(r"\s+")
-_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+_KANA, _HAN, _HANGUL = KANA_CHAR, HAN_CHAR, HANGUL_CHAR  # the one CJK table: curate.words
 _CHINESE_LABELS = frozenset({"zh", "yue", "wuu", "gan"})
 
 

@@ -16,8 +16,8 @@ import re
 import unicodedata
 
 # The one CJK character table of the project (issue 12): regex class bodies per script.
-# Han: unified ideographs, extension A, compatibility ideographs.
-HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Han: unified ideographs, extension A, compatibility ideographs, extensions B-F.
+HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 # Kana: Hiragana, Katakana, Katakana phonetic extensions, halfwidth Katakana.
 KANA_RANGES = "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f"
 # Hangul: syllables, Jamo, compatibility Jamo. Korean puts spaces between words, so Hangul

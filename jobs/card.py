@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         for path in compare_cards(args.dataset_dir, args.compare, args.output):
             print(path)
     elif not args.recompute:
-        from schemas.card_render import rerender
+        from schemas.card import rerender
 
         print(rerender(args.dataset_dir))
 

@@ -556,3 +556,13 @@ def store_card(card: Card, card_dir: str | Path) -> Path:
         save_card(card, tmp / CARD_FILE)
         render_card(card, tmp)
     return card_dir
+
+
+def rerender(dataset_dir: str | Path) -> Path:
+    """Re-render card.md/html/PNGs of `dataset_dir` from its card.arrow alone (no recomputation)."""
+    dataset_dir = Path(dataset_dir)
+    card_dir = dataset_dir if dataset_dir.name == CARD_DIR and (dataset_dir / CARD_FILE).exists() else dataset_dir / CARD_DIR
+    card = read_card(card_dir / CARD_FILE)
+    return store_card(card, card_dir)
+
+

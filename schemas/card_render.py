@@ -11,8 +11,14 @@ import json
 import re
 from pathlib import Path
 
-from schemas.card import CARD_FILE, Card
+from typing import TYPE_CHECKING
+
 from schemas.card_plots import (funnel_png, histogram_png, plot_columns, safe_name, top_values_png)
+
+if TYPE_CHECKING:  # schemas.card imports this module to render; the dependency runs one way
+    from schemas.card import Card
+
+CARD_FILE = "card.arrow"  # the machine-readable card the Markdown points to (schemas.card writes it)
 
 CARD_MD, CARD_HTML = "card.md", "card.html"
 TASK_CATEGORIES = {"document": ["text-generation"], "raw_page": ["text-generation"], "sft": ["text-generation"],
@@ -273,14 +279,3 @@ def render_card(card: Card, out_dir: str | Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = render_plots(card, out_dir)
     return {"md": render_markdown(card, plots, out_dir / CARD_MD), "html": render_html(card, plots, out_dir / CARD_HTML)}
-
-
-def rerender(dataset_dir: str | Path) -> Path:
-    """Re-render card.md/html/PNGs of `dataset_dir` from its card.arrow alone (no recomputation)."""
-    from schemas.card import CARD_DIR, read_card, store_card
-
-    dataset_dir = Path(dataset_dir)
-    card_dir = dataset_dir if dataset_dir.name == CARD_DIR and (dataset_dir / CARD_FILE).exists() else dataset_dir / CARD_DIR
-    card = read_card(card_dir / CARD_FILE)
-    return store_card(card, card_dir)
-

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# CJK ideographs (incl. extension A and compatibility), kana and Hangul syllables.
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+from curate.words import SPACELESS_RANGES
+
+# Han and kana, one token per character (curate.words' one table); Korean words are spaced.
+_CJK = SPACELESS_RANGES
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 

@@ -1,1 +1,1 @@
-"""Ray Train jobs: data path, templates, packing, stages pt / sft / rm / dpo / ppo."""
+"""Ray Train jobs: data path, templates, packing; stages pt / sft / rm / dpo / ppo / grpo (train/stages)."""

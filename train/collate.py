@@ -13,7 +13,7 @@ run with `use_cache=False` (a cache disables the detection).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -118,7 +118,3 @@ def padded_collate(batch: Any, pad_token_id: int = 0, block_diagonal: bool = Fal
     out = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
     out["attention_mask"] = block_diagonal_mask(position_ids, valid) if block_diagonal else valid
     return out
-
-
-def count_tokens(batch: Sequence[Mapping[str, Any]]) -> int:
-    return sum(len(r["input_ids"]) for r in batch)

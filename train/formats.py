@@ -445,27 +445,3 @@ def convert_row(row: Any, spec: DatasetSpec, index: int) -> dict | Drop:
     if isinstance(record, dict) and spec.system and not record.get("system"):
         record["system"] = spec.system
     return record
-
-
-def read_as_ray(spec: DatasetSpec | str, registry=None, keep_drops: bool = False):
-    """A Ray Dataset of the dataset's rows in our kinds (JSON-free columns of the kind),
-    streamed; with `keep_drops`, bad rows come too, with `drop_reason` / `drop_detail`."""
-    from train.ingest import records_dataset
-
-    spec = load_dataset_spec(spec, registry) if not isinstance(spec, DatasetSpec) else spec
-    ds = records_dataset([spec], weights=[1.0], seed=0)
-
-    def expand(batch: dict) -> dict:
-        rows = []
-        for record, reason, detail in zip(batch["record"], batch["drop_reason"], batch["drop_detail"]):
-            if reason is not None and not keep_drops:
-                continue
-            row = json.loads(record) if record else {}
-            if keep_drops:
-                row.update(drop_reason=reason, drop_detail=detail)
-            rows.append(row)
-        import pyarrow as pa
-
-        return pa.Table.from_pylist(rows)
-
-    return ds.map_batches(expand, batch_format="numpy", zero_copy_batch=False)

@@ -50,10 +50,8 @@ def copy_data_cards(data_paths: list[str], run_dir: Path, kind: str | None = Non
     have no card; a card that cannot be built is noted, not fatal."""
     import logging
 
-    try:
-        from schemas.card import CARD_DIR, compute_card, store_card
-    except ImportError:  # the card module is optional for training
-        return []
+    from schemas.card import CARD_DIR, compute_card, store_card
+
     notes = []
     for index, data_path in enumerate(data_paths or []):
         source = Path(str(data_path))

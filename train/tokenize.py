@@ -15,11 +15,6 @@ from train.templates import Segment, Template, TemplateError
 IGNORE_INDEX = -100
 ROLES = ("user", "assistant", "tool")
 
-DROP_REASONS = (
-    "missing_field", "unknown_role", "not_alternating", "empty_assistant_turn", "tool_turn_unsupported",
-    "bad_tool_calls", "no_labels_after_cutoff", "template_prefix_mismatch", "empty_text", "invalid_record",
-)
-
 
 @dataclass
 class EncodedExample:

@@ -5,9 +5,10 @@ import hashlib
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-# Han, kana, Hangul: scripts written without spaces between words, so words are no unit.
-_CJK = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-                  "\U00020000-\U0002fa1f]")
+from curate.words import CJK_RANGES
+
+# Han, kana, Hangul (curate.words' one table): texts in these scripts get character shingles.
+_CJK = re.compile(f"[{CJK_RANGES}]")
 _WORD = re.compile(r"\w+")
 _PUNCT = re.compile(r"[^\w\s]+")
 

@@ -15,7 +15,8 @@ import yaml
 from jobs.card import main as card_job
 from schemas.card import CardVersionError, read_card, write_card
 from schemas.card_compare import compare_cards
-from schemas.card_render import rerender, size_category
+from schemas.card import rerender
+from schemas.card_render import size_category
 from schemas.dataset_io import atomic_output_dir, read_parquet_dir, write_parquet
 from schemas.funnel import StageCount
 from schemas.validate import table_from_rows
