@@ -49,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetuning-type", dest="finetuning_type", help="full | freeze | lora | qlora")
     parser.add_argument("--template", help="chat template name (sft)")
     parser.add_argument("--max-steps", type=int, dest="max_steps")
+    parser.add_argument("--reward-model", dest="reward_model",
+                        help="ppo/grpo: a reward model from --stage rm (sets data_options.reward_model)")
     return parser.parse_args(argv)
 
 
@@ -62,6 +64,8 @@ def main(argv=None) -> None:
         value = getattr(args, flag)
         if value is not None:
             raw[key] = value
+    if args.reward_model:
+        raw["data_options"] = {**(raw.get("data_options") or {}), "reward_model": args.reward_model}
     cfg = parse_train_config(raw)
     preflight(cfg)  # bad options fail here, before Ray starts
     init_ray()

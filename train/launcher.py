@@ -91,6 +91,8 @@ def preflight(cfg: TrainConfig):
 
     workflow = get_workflow(cfg.launch.stage)
     workflow.parse_options(cfg)
+    if workflow.preflight is not None:
+        workflow.preflight(cfg)
     if cfg.data.template and cfg.data.template != "tokenizer":
         from train.templates import get_template
 
@@ -156,7 +158,8 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
     if max_steps <= 0:
         # A stream's length is unknown: count the packed rows once (one pass of the ingest
         # pipeline, which also fills the data stats). Set max_steps to skip it on a big corpus.
-        max_steps = count_steps(cfg, _count_rows(dataset, stats))
+        max_steps = (workflow.count_steps(cfg, dataset, stats) if workflow.count_steps
+                     else count_steps(cfg, _count_rows(dataset, stats)))
     if cfg.training.lr_scheduler == "wsd" or cfg.training.warmup_ratio:
         from train.schedulers import scheduler_arguments
 
@@ -255,7 +258,8 @@ class TrainingRunError(RuntimeError):
 def _root_cause(exc: BaseException) -> str:
     """The innermost worker error message (Ray wraps it in a few layers)."""
     text = str(exc)
-    for marker in ("NonFiniteLossError:", "TrainConfigError:", "ModelLoadError:", "ValueError:"):
+    for marker in ("NonFiniteLossError:", "NonFiniteRLError:", "RewardSourceError:", "TrainConfigError:",
+                   "ModelLoadError:", "ValueError:"):
         if marker in text:
             return text[text.rindex(marker):].strip().splitlines()[0]
     return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__

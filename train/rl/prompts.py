@@ -123,10 +123,9 @@ def read_prompt_rows(data: list[str]) -> Iterable[tuple[str, dict]]:
             yield rid, row
 
 
-def build_prompt_dataset(cfg, options) -> tuple[Any, PromptStats]:
-    """(Ray Dataset of tokenized prompts, stats); a one-line error when no prompt is left."""
-    import ray.data
-
+def prompt_rows(cfg, options) -> tuple[list[dict], PromptStats]:
+    """(kept tokenized prompts, stats) without Ray; a one-line error when no prompt is left.
+    The launcher's preflight calls it too, so an empty prompt set fails before Ray starts."""
     from train.args import TrainConfigError
     from train.model_loading import load_tokenizer
     from train.rl.default import default_prompts_file
@@ -145,4 +144,12 @@ def build_prompt_dataset(cfg, options) -> tuple[Any, PromptStats]:
         raise TrainConfigError(f"empty prompt set: {stats['rows_in']} rows read from {data}, none kept ({reasons})")
     if len(kept) < cfg.launch.num_workers:
         raise TrainConfigError(f"{len(kept)} prompts are fewer than num_workers={cfg.launch.num_workers}")
+    return kept, stats
+
+
+def build_prompt_dataset(cfg, options) -> tuple[Any, PromptStats]:
+    """(Ray Dataset of tokenized prompts, stats)."""
+    import ray.data
+
+    kept, stats = prompt_rows(cfg, options)
     return ray.data.from_items(kept), stats

@@ -56,15 +56,26 @@ def train_loop(loop_config: dict) -> None:
     run_in_ray_worker(run, loop_config)
 
 
-def make_workflow(stage: str):
-    """The stage's Workflow; it declares its options class and card kind where the registry's
-    Workflow has those fields (so `data_options` are checked before Ray starts)."""
-    import dataclasses
+def check_prompts(cfg: TrainConfig) -> None:
+    """Preflight: the prompt set reads and keeps at least one prompt per worker (before Ray)."""
+    from train.rl.options import rl_options
+    from train.rl.prompts import prompt_rows
 
+    prompt_rows(cfg, rl_options(cfg.data.data_options, cfg.launch.stage))
+
+
+def count_steps(cfg: TrainConfig, dataset, stats) -> int:
+    """RL steps: each takes `prompts_per_step` prompts per worker (not HF micro-batches)."""
+    from train.rl.loop import total_steps
+    from train.rl.options import rl_options
+
+    prompts_per_worker = int(stats["kept"]) // cfg.launch.num_workers
+    return total_steps(cfg, rl_options(cfg.data.data_options, cfg.launch.stage), prompts_per_worker)
+
+
+def make_workflow(stage: str):
     from train.rl.options import STAGE_OPTIONS
     from train.stages import Workflow
 
-    fields = {f.name for f in dataclasses.fields(Workflow)}
-    extra = {key: value for key, value in (("options", STAGE_OPTIONS[stage]), ("card_kind", "prompt"))
-             if key in fields}
-    return Workflow(name=stage, build_dataset=build_dataset_for(stage), train_loop=train_loop, **extra)
+    return Workflow(name=stage, build_dataset=build_dataset_for(stage), train_loop=train_loop, card_kind="prompt",
+                    options=STAGE_OPTIONS[stage], preflight=check_prompts, count_steps=count_steps)

@@ -32,6 +32,10 @@ class Workflow:
     collate: Callable | None = None
     # Dataclass of the stage's `data_options`; None = the stage takes none.
     options: type | None = None
+    # Checks of the stage's own that must fail before Ray starts (e.g. an empty prompt set).
+    preflight: Callable[[Any], None] | None = None
+    # (cfg, dataset, stats) -> optimizer steps, where a step is not one micro-batch per worker.
+    count_steps: Callable[[Any, Any, Any], int] | None = None
 
     def parse_options(self, cfg: Any) -> Any:
         """The stage's options from `data_options`, or a TrainConfigError naming the bad key."""
