@@ -96,7 +96,8 @@ def test_embedded_ray_dashboard_listens_on_loopback_only(tmp_path):
         "init_ray(1)\n"
         "url = ray._private.worker.global_worker.node.address_info['webui_url']\n"
         "port = int(url.rsplit(':', 1)[1])\n"
-        "hosts = sorted({c.laddr.ip for c in psutil.net_connections('tcp') if c.status == 'LISTEN' and c.laddr.port == port})\n"
+        "hosts = sorted({c.laddr.ip for c in psutil.net_connections('tcp')\n"
+        "                if c.status == 'LISTEN' and c.laddr.port == port})\n"
         "print('DASHBOARD', json.dumps({'url': url, 'hosts': hosts}))\n"
         "ray.shutdown()\n"
     )
