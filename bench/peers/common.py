@@ -1,0 +1,115 @@
+"""What the side-by-side training benchmark's runners share: the data files, the model, a step clock.
+
+Every runner (raymill's jobs/train.py and each peer trainer) trains the same model on
+the same records, so the only thing that differs is the trainer. The data are the 350
+Self-Instruct seed tasks (English + Chinese) from ../shared/data/self_instruct:
+- SFT: one conversation per task instance, {"messages": [user, assistant]};
+- DPO: TRL's conversational preference format, chosen = the task's own output,
+  rejected = the next task's output (a pair with two equal outputs is skipped), the
+  first N_PAIRS pairs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("RAYMILL_SHARED_DATA", REPO.parent / "shared" / "data"))
+SEED_FILES = ("seed_tasks.jsonl", "zh_seed_tasks.jsonl")
+N_PAIRS = 330
+TORCH_THREADS = 2
+
+
+def seed_tasks() -> list[dict]:
+    """(prompt, output) of every seed task instance, English then Chinese, in file order."""
+    out = []
+    for name in SEED_FILES:
+        path = SHARED / "self_instruct" / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (set RAYMILL_SHARED_DATA to the shared data folder)")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            task = json.loads(line)
+            for k, inst in enumerate(task["instances"]):
+                prompt = task["instruction"] + (("\n\n" + inst["input"]) if inst.get("input") else "")
+                out.append({"id": f"{task['id']}-{name[:2]}-{k}", "prompt": prompt, "output": inst["output"]})
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def write_sft_data(path: Path) -> Path:
+    rows = [{"id": t["id"], "messages": [{"role": "user", "content": t["prompt"]},
+                                         {"role": "assistant", "content": t["output"]}]} for t in seed_tasks()]
+    return write_jsonl(path, rows)
+
+
+def write_dpo_data(path: Path, n_pairs: int = N_PAIRS) -> Path:
+    tasks = seed_tasks()
+    rows = []
+    for i, task in enumerate(tasks):
+        other = tasks[(i + 1) % len(tasks)]["output"]
+        if other.strip() == task["output"].strip():
+            continue
+        rows.append({"id": task["id"], "prompt": [{"role": "user", "content": task["prompt"]}],
+                     "chosen": [{"role": "assistant", "content": task["output"]}],
+                     "rejected": [{"role": "assistant", "content": other}]})
+        if len(rows) == n_pairs:
+            break
+    return write_jsonl(path, rows)
+
+
+def bench_model_path() -> Path:
+    """The ~9.6M-parameter Llama of bench/bench_train.py (built once in $RAYMILL_CACHE)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from bench.bench_train import bench_model
+    from train.tiny import default_cache_dir
+
+    return bench_model(Path(default_cache_dir()))
+
+
+def step_clock_callback(path: Path):
+    """A TrainerCallback that appends one JSON line per log event ({step, time_s, logs}), the
+    same clock raymill's MetricsJsonlCallback keeps, so both sides' step times are read alike."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.started = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            record = {"step": state.global_step, "time_s": round(time.time() - self.started, 3)}
+            record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
+            with path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    return StepClock()
+
+
+def torch_versions() -> dict:
+    import torch
+    import transformers
+
+    out = {"torch": torch.__version__, "transformers": transformers.__version__, "torch_threads": torch.get_num_threads()}
+    try:
+        import trl
+
+        out["trl"] = trl.__version__
+    except ImportError:
+        pass
+    return out
