@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import CurateConfig
-from curate.registry import STAGES, known_types
+from curate.registry import STAGES, get_spec, known_types, model_identities
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, set_column
 from schemas.funnel import Funnel, StageCount
 from schemas.validate import validate
@@ -249,8 +249,8 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
         return ds
 
     for name, factory, needs_actor in plan:
-        if name == DEDUP_STAGE:
-            ds = _run_dedup(flush(ds), config.stages[DEDUP_STAGE], task_cpus)
+        if factory is None:  # a global stage (dedup, ppl_bucket, shaping): curate.registry StageSpec.run
+            ds = get_spec(name).run_global(flush(ds), config.stages[name], task_cpus)
             continue
         if name == "extract" and family != "raw_page":
             continue  # documents from JSONL/Parquet have text already
@@ -354,7 +354,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             "wall_seconds": round(time.perf_counter() - t0, 3),
             # Stage seconds are measured inside the per-row stages; reading and the global
             # dedup stage run as Ray Data operators and are not timed one by one.
-            "untimed_stages": [READ_STAGE] + ([DEDUP_STAGE] if config.enabled(DEDUP_STAGE) else []),
+            "untimed_stages": [READ_STAGE] + [name for name, factory, _ in plan if factory is None],
+            "models": model_identities(config.stages),  # path + sha256 of every scorer
             "config": config.raw,
         }
         out.finish(counts, run, card=write_card, text_column="text")

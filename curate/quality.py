@@ -1,77 +1,83 @@
-"""Perplexity and a quality score from a causal language model (any local HF model path).
+"""Classifier labels: `quality_score` (quality stage) and `topic` / `topic_score` (topic stage).
 
-Labels
-- `ppl`: exp(mean next-token negative log-likelihood) over the first `max_tokens`
-  tokens of the text (null for empty text).
-- `quality_score` in [0, 1]: 1 - ln(ppl) / ln(vocab_size), clipped. 0 means "no better
-  than guessing uniformly over the vocabulary", 1 a perfectly predicted text; unlike
-  raw perplexity it is comparable across models with different vocabularies.
+Both stages run a fastText model trained by `python jobs/quality.py train` (see
+curate.classifier), loaded once per actor. `quality_score` is the probability of the
+positive label (`hq` unless the model was trained with another `positive_label`): DCLM's
+recipe, instruction-like / reference text against raw web text. `topic` is the most
+probable label of a topic model and `topic_score` its probability.
 
-The model loads once per actor (`needs_actor`); only the head of each document is
-scored so the cost per document is bounded. Off by default: the job passes a model
-path (e.g. the project's tiny model) and enables it.
+`quality.model_path: embedded` is the project's own default classifier, trained on first
+use from data the project has (curate.quality_default) and cached.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from curate.stage import Stage, set_column
 
+POSITIVE_LABEL = "hq"
 
-class QualityStage(Stage):
-    name = "quality"
+
+@dataclass(frozen=True)
+class QualityConfig:
+    model_path: str = "embedded"  # a fastText .bin from jobs/quality.py; `embedded` = the built-in default
+    positive_label: str = POSITIVE_LABEL
+    max_chars: int = 4000  # head of each document the classifier reads
+    text_column: str = "text"
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    model_path: str | None = None  # a fastText .bin from `jobs/quality.py train --label NAME=DATA ...`
+    max_chars: int = 4000
+    text_column: str = "text"
+
+
+class _ClassifierStage(Stage):
     needs_actor = True
 
-    def __init__(self, model_path: str | None = None, max_tokens: int = 256, batch_size: int = 8,
-                 text_column: str = "text", threads: int | None = 1):
-        if not model_path:
-            raise ValueError("quality.model_path is required when the quality stage is enabled "
-                             "(a local Hugging Face causal LM directory)")
-        self._args = dict(model_path=str(model_path), max_tokens=max_tokens, batch_size=batch_size,
-                          text_column=text_column, threads=threads)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, config):
+        from curate.classifier import FastTextClassifier
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-        self.max_tokens, self.batch_size, self.text_column = max_tokens, batch_size, text_column
-        self.log_vocab = math.log(max(2, len(self.tokenizer)))
+        if not config.model_path:
+            raise ValueError(f"{self.name}.model_path is required when the {self.name} stage is enabled")
+        self.config = config
+        self.classifier = FastTextClassifier(config.model_path, config.max_chars)
 
     def __getstate__(self) -> dict:
-        return self._args  # ship the settings, reload the model where unpickled
+        return {"config": self.config}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        self.__init__(state["config"])
 
-    def perplexities(self, texts: list[str]) -> list[float | None]:
-        torch = self.torch
-        out: list[float | None] = [None] * len(texts)
-        todo = [i for i, t in enumerate(texts) if t and t.strip()]
-        for start in range(0, len(todo), self.batch_size):
-            idx = todo[start:start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_tokens)
-            with torch.no_grad():
-                logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            targets = enc["input_ids"][:, 1:]
-            mask = enc["attention_mask"][:, 1:].float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, reduction="none")
-            counts = mask.sum(dim=1)
-            mean = (nll * mask).sum(dim=1) / counts.clamp(min=1)
-            for j, i in enumerate(idx):
-                out[i] = float(math.exp(min(50.0, mean[j].item()))) if counts[j] > 0 else None
-        return out
+    def probabilities(self, table: pa.Table) -> list[dict[str, float]]:
+        texts = table.column(self.config.text_column).to_pylist() if table.num_rows else []
+        return self.classifier.predict([t or "" for t in texts])
+
+
+class QualityStage(_ClassifierStage):
+    name = "quality"
+
+    def __init__(self, config: QualityConfig | None = None):
+        super().__init__(config or QualityConfig())
+        if self.config.positive_label not in self.classifier.labels:
+            raise ValueError(f"quality.positive_label {self.config.positive_label!r} is not a label of "
+                             f"{self.config.model_path} (its labels: {', '.join(self.classifier.labels)})")
 
     def process(self, table: pa.Table) -> pa.Table:
-        texts = table.column(self.text_column).to_pylist() if table.num_rows else []
-        ppl = self.perplexities([t or "" for t in texts])
-        scores = [None if p is None else min(1.0, max(0.0, 1.0 - math.log(p) / self.log_vocab)) for p in ppl]
-        table = set_column(table, "ppl", pa.array(ppl, pa.float64()))
+        scores = [p.get(self.config.positive_label, 0.0) for p in self.probabilities(table)]
         return set_column(table, "quality_score", pa.array(scores, pa.float64()))
+
+
+class TopicStage(_ClassifierStage):
+    name = "topic"
+
+    def __init__(self, config: TopicConfig | None = None):
+        super().__init__(config or TopicConfig())
+
+    def process(self, table: pa.Table) -> pa.Table:
+        best = [max(p.items(), key=lambda kv: kv[1]) if p else (None, None) for p in self.probabilities(table)]
+        table = set_column(table, "topic", pa.array([b[0] for b in best], pa.string()))
+        return set_column(table, "topic_score", pa.array([b[1] for b in best], pa.float64()))

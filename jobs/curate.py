@@ -26,21 +26,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", nargs="+", help="input files, directories or globs (default: the sample crawl)")
     parser.add_argument("--output", help=f"output dataset directory (default: {DEFAULT_OUTPUT})")
-    parser.add_argument("--quality-model", help="causal LM directory for perplexity labels, or 'tiny' for the "
-                        "project's tiny model (enables the quality stage)")
+    parser.add_argument("--ppl-model", help="causal LM directory for the perplexity labels, 'reference' (the "
+                        "embedded reference LM, the default) or 'tiny' (the project's tiny model)")
+    parser.add_argument("--quality-model", help="fastText quality classifier (.bin from jobs/quality.py train) "
+                        "or 'embedded' (the default)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
 
     raw = load_config(args.config, args.overrides, defaults=default_config())
     cache = Path(raw.get("cache_dir") or os.environ.get("RAYMILL_CACHE", "~/.cache/raymill")).expanduser()
-    if args.quality_model:
-        raw["quality"] = {**(raw.get("quality") or {}), "enabled": True, "model_path": args.quality_model}
-    quality = raw.get("quality") or {}
-    if quality.get("enabled") and quality.get("model_path") == "tiny":
+    for flag, key in ((args.ppl_model, "perplexity"), (args.quality_model, "quality")):
+        if flag:
+            raw[key] = {**(raw.get(key) or {}), "enabled": True, "model_path": flag}
+    perplexity = raw.get("perplexity") or {}
+    if perplexity.get("model_path") == "tiny":
         # curate never imports train: the job resolves the project's tiny model for it.
         from train.tiny import tiny_model_path
 
-        quality["model_path"] = str(tiny_model_path(cache / "tiny"))
+        perplexity["model_path"] = str(tiny_model_path(cache / "tiny"))
     config = parse_config(raw)
     inputs = args.input or config.input
     if not inputs:
