@@ -151,9 +151,13 @@ def test_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(ray_tw
                                     "max_failures=1"], {"RAYMILL_CACHE": str(e2e_cache)}, log)
 
     def checkpointed_worker() -> psutil.Process | None:
-        states = list((run / "ray").glob("checkpoint_*/checkpoint/trainer_state.json"))
+        # Not the checkpoint directory: it appears while the worker still copies it, before Ray
+        # Train's controller has registered it (a kill then restarts from nothing). The controller
+        # writes its snapshot once it has: from then on a restart must resume from that checkpoint.
+        snapshot = run / "ray" / "checkpoint_manager_snapshot.json"
         workers = ray_two_nodes.processes_named("RayTrainWorker")
-        return workers[0] if states and workers else None
+        registered = snapshot.exists() and "checkpoint_" in snapshot.read_text(errors="replace")
+        return workers[0] if registered and workers else None
 
     worker = _while_running(job, log, checkpointed_worker, 300, "a first checkpoint")
     _sigkill(worker)

@@ -92,6 +92,7 @@ def test_sft_with_two_workers_trains_on_the_two_node_cluster(ray_two_nodes, e2e_
     run = tmp_path / "sft"
     worker_nodes = _train_sft(ray_two_nodes, e2e_cache, run)
     assert len(worker_nodes) == 2  # a world of two Ray Train workers
+    print(f"training workers on {len(set(worker_nodes))} node(s)")  # for the record: PACK placement today
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     assert [m["step"] for m in metrics if "loss" in m][-1] == 3
     summary = json.loads((run / "run_summary.json").read_text())
