@@ -218,11 +218,15 @@ def records_dataset(specs: Sequence[DatasetSpec], weights: Sequence[float] | Non
 
 # ---------------------------------------------------------------- tokenize, mask, pack
 def _sft_view(record: dict, kind: str) -> dict:
-    """A preference pair trains SFT on its chosen reply."""
+    """A preference pair trains SFT on its chosen reply, a ranked list on its best one."""
     if kind == "preference":
-        return {"messages": list(record.get("prompt") or []) + [{"role": "assistant", "content": record.get("chosen")}],
-                "system": record.get("system")}
-    return record
+        best = record.get("chosen")
+    elif kind == "ranked_preference":
+        best = (record.get("responses") or [None])[0]
+    else:
+        return record
+    return {"messages": list(record.get("prompt") or []) + [{"role": "assistant", "content": best}],
+            "system": record.get("system")}
 
 
 class TokenizePack:

@@ -124,16 +124,25 @@ def trained_steps(checkpoint_dir: str | None) -> int:
 
 def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate: Callable | None, run_dir: str | Path,
                   max_steps: int, resume_from: str | None = None, extra_callbacks: list | None = None,
-                  trainer_class: type[Trainer] = StreamTrainer, save_final: bool = True, rank: int = 0) -> dict:
-    """Train a causal LM on a row stream; returns the final metrics (rank 0 writes the outputs)."""
+                  trainer_class: type[Trainer] = StreamTrainer, save_final: bool = True, rank: int = 0,
+                  build_model: Callable | None = None, after_training: Callable | None = None) -> dict:
+    """Train on a row stream with the HF Trainer; returns the final metrics (rank 0 writes the outputs).
+
+    The one worker body of the Trainer-based stages, in the same order for each: tokenizer,
+    model (`build_model(cfg, tokenizer)`, default: the causal LM with its finetuning type),
+    the stream as batches, train for exactly `max_steps`, then `after_training(trainer,
+    tokenizer, metrics) -> extra metrics` (rm: eval and its own save) and the final save.
+    """
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.training.seed)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, cfg.finetuning, cfg.launch.use_gpu)
+    if build_model is not None:
+        model = build_model(cfg, tokenizer)
+    else:
+        model = apply_finetuning(load_model(cfg.model, cfg.finetuning, cfg.launch.use_gpu), cfg.finetuning)
     # A KV cache switches off transformers' packed-sequence detection from position_ids,
     # which keeps packed examples from attending to each other; training needs no cache.
     model.config.use_cache = False
-    model = apply_finetuning(model, cfg.finetuning)
     if collate is None:
         collate = default_collate(cfg.data.packing, tokenizer.pad_token_id)
     trainable, total = count_parameters(model)
@@ -152,14 +161,15 @@ def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate:
                             callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume_from)
     guard.raise_if_tripped(last_good=_latest_checkpoint(args.output_dir))
-
+    metrics = dict(result.metrics, global_step=trainer.state.global_step, trainable_params=trainable,
+                   total_params=total, tokens_seen=trainer.state.num_input_tokens_seen,
+                   torch_threads=torch.get_num_threads())
+    if after_training is not None:
+        metrics.update(after_training(trainer, tokenizer, metrics) or {})
     if save_final:
         # Every rank calls save_model: under ZeRO-3 it gathers the sharded weights collectively.
         # A PeftModel saves its adapters alone; a full model saves safetensors.
         trainer.save_model(str(run_dir / "model"))
-    metrics = dict(result.metrics, global_step=trainer.state.global_step, trainable_params=trainable,
-                   total_params=total, tokens_seen=trainer.state.num_input_tokens_seen,
-                   torch_threads=torch.get_num_threads())
     return metrics
 
 
@@ -227,10 +237,39 @@ def skip_deepspeed_jit_comm_build(cfg: TrainConfig) -> bool:
     return True
 
 
+# What Ray Train sets for torch.distributed, and what accelerate/transformers read to decide
+# that a run is distributed (LOCAL_RANK alone makes accelerate wrap the model in DDP).
+TORCH_DIST_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK")
+
+
+def leave_single_worker_group(cfg: TrainConfig) -> bool:
+    """A CPU run of one worker trains as one plain process; returns True if it does.
+
+    Ray Train gives even a single worker a gloo process group and LOCAL_RANK, and accelerate
+    then wraps the model in DistributedDataParallel: every backward copies the gradients into
+    DDP's buckets (measured: 17% of the training thread on the bench model) and every step's
+    token count and logged loss go through a gloo collective — for a world of one. Ray Train
+    itself does not use the process group (its reporting and barriers go through Ray actors),
+    so a lone CPU worker drops it and trains like a bare HF process. DeepSpeed initialises its
+    own distributed state and keeps it; GPU runs keep Ray's setup (not measured here).
+    """
+    import ray.train
+    import torch.distributed as dist
+
+    if cfg.launch.deepspeed or cfg.launch.use_gpu or ray.train.get_context().get_world_size() != 1:
+        return False
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name in TORCH_DIST_ENV:
+        os.environ.pop(name, None)
+    return True
+
+
 def prepare_worker(cfg: TrainConfig) -> None:
     """What every Ray Train worker sets up before it builds a trainer."""
     configure_worker_threads(cfg)
     skip_deepspeed_jit_comm_build(cfg)
+    leave_single_worker_group(cfg)
 
 
 @contextlib.contextmanager

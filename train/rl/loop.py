@@ -29,7 +29,7 @@ import torch
 
 from train.args import TrainConfig
 from train.rl import advantages as adv
-from train.rl.distributed import all_reduce_mean, all_reduce_sum, average_gradients, global_whiten, world
+from train.distributed import all_reduce_mean, all_reduce_sum, average_gradients, global_whiten, world
 from train.rl.kl_control import KLController
 from train.rl.objective import aggregate, clipped_value_loss, explained_variance, kl_estimate, policy_objective, ptx_loss
 from train.rl.options import RLOptions

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from train.args import TrainConfig
+from train.distributed import mean_across_ranks
 from train.losses import dpo_loss, sequence_logps
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import (NO_REFERENCE, PreferenceOptions, build_preference_dataset, publish_eval,
@@ -128,7 +129,7 @@ class DPOStreamTrainer(StreamTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._logged and "loss" in logs:
-            logs.update(_mean_across_ranks({k: sum(v) / len(v) for k, v in self._logged.items()}))
+            logs.update(mean_across_ranks({k: sum(v) / len(v) for k, v in self._logged.items()}))
             self._logged.clear()
         super().log(logs, start_time)
 
@@ -187,19 +188,6 @@ def _one_epoch(stream) -> Any:
     rows = iter(stream.open_epoch())
     while chunk := list(itertools.islice(rows, stream.batch_size)):
         yield stream.collate(chunk)
-
-
-def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
 def dpo_trainer_class(cfg: TrainConfig, options: PreferenceOptions, eval_pairs: list[dict], run_dir: str = ".") -> type:

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from train.args import TrainConfig, TrainConfigError
+from train.distributed import mean_across_ranks
 from train.losses import pairwise_rm_loss, ranked_list_rm_loss, ranked_pairs
 from train.reward_model import build_reward_model, save_reward_model, sequence_rewards
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import PreferenceOptions, build_preference_dataset, publish_eval, read_eval_pairs
-from train.worker import StreamBatches, StreamTrainer, run_in_ray_worker
+from train.worker import StreamTrainer, run_in_ray_worker
 
 STAGE = "rm"
 HEAD = "score"
@@ -59,7 +60,11 @@ def apply_reward_finetuning(model, cfg: TrainConfig):
     if not targets:
         raise TrainConfigError("lora_target leaves no module for the adapters")
     if args.finetuning_type == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    if args.gradient_checkpointing:
+        from train.finetune import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model, peft=True)
     config = LoraConfig(task_type="SEQ_CLS", r=args.lora_rank, lora_alpha=args.lora_alpha or 2 * args.lora_rank,
                         lora_dropout=args.lora_dropout, target_modules=targets, use_dora=args.use_dora,
                         modules_to_save=[HEAD])
@@ -108,10 +113,8 @@ class RewardStreamTrainer(StreamTrainer):
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        from train.stages.dpo import _mean_across_ranks
-
         if self._logged and "loss" in logs:
-            logs.update(_mean_across_ranks({k: sum(v) / len(v) for k, v in self._logged.items()}))
+            logs.update(mean_across_ranks({k: sum(v) / len(v) for k, v in self._logged.items()}))
             self._logged.clear()
         super().log(logs, start_time)
 
@@ -137,43 +140,37 @@ class RewardStreamTrainer(StreamTrainer):
 
 def run_reward_model(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | None = None,
                      extra_callbacks: list | None = None, rank: int = 0) -> dict:
-    """Train a reward model on a stream of tokenized pairs; mirrors train.worker.run_causal_lm."""
-    from train.callbacks import MetricsJsonlCallback, NonFiniteLossGuard, tensorboard_callback
-    from train.finetune import count_parameters
-    from train.model_loading import load_tokenizer
+    """Train a reward model on a stream of tokenized pairs: the shared Trainer worker body with
+    the classifier model, the pair collator and the ranking loss; then eval and save."""
     from train.preference_data import PreferenceCollator
-    from train.worker import _latest_checkpoint, trained_steps, training_arguments
+    from train.worker import run_causal_lm
 
     run_dir = Path(run_dir)
     options = PreferenceOptions.from_config(cfg)
-    torch.manual_seed(cfg.training.seed)
-    tokenizer = load_tokenizer(cfg.model)
-    model = apply_reward_finetuning(load_reward_backbone(cfg, tokenizer), cfg)
-    trainable, total = count_parameters(model)
-
-    skip = trained_steps(resume_from) * cfg.training.gradient_accumulation_steps
-    dataset = StreamBatches(rows, cfg.training.per_device_batch_size, PreferenceCollator(tokenizer.pad_token_id),
-                            skip_batches=skip)
-    args = training_arguments(cfg, str(run_dir / "hf" / f"rank{rank}"), max_steps)
-    guard = NonFiniteLossGuard()
-    callbacks = [guard, MetricsJsonlCallback(run_dir / "metrics.jsonl")] + list(extra_callbacks or [])
-    if args.process_index == 0:
-        callbacks.append(tensorboard_callback(run_dir / "tensorboard"))
     trainer_class = type("RewardTrainer", (RewardStreamTrainer,), {"options": options})
-    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    guard.raise_if_tripped(last_good=_latest_checkpoint(args.output_dir))
 
-    metrics = dict(result.metrics, global_step=trainer.state.global_step, trainable_params=trainable,
-                   total_params=total)
-    eval_pairs = read_eval_pairs(run_dir)
-    if eval_pairs:
-        evaluation = trainer.evaluate_pairs(eval_pairs)
-        publish_eval(trainer, evaluation, run_dir)
-        metrics.update(evaluation)
-    _save(trainer, tokenizer, run_dir / "model", cfg, metrics, is_main=args.process_index == 0)
-    return metrics
+    def build_model(cfg: TrainConfig, tokenizer):
+        return apply_reward_finetuning(load_reward_backbone(cfg, tokenizer), cfg)
+
+    def after_training(trainer, tokenizer, metrics: dict) -> dict:
+        extra = {}
+        eval_pairs = read_eval_pairs(run_dir)
+        if eval_pairs:
+            extra = trainer.evaluate_pairs(eval_pairs)
+            publish_eval(trainer, extra, run_dir)
+        _save(trainer, tokenizer, run_dir / "model", cfg, {**metrics, **extra}, is_main=trainer.args.process_index == 0)
+        return extra
+
+    collate = PreferenceCollator(load_tokenizer_pad_id(cfg))
+    return run_causal_lm(cfg, rows, collate, run_dir, max_steps, resume_from=resume_from,
+                         extra_callbacks=extra_callbacks, trainer_class=trainer_class, save_final=False, rank=rank,
+                         build_model=build_model, after_training=after_training)
+
+
+def load_tokenizer_pad_id(cfg: TrainConfig) -> int:
+    from train.model_loading import load_tokenizer
+
+    return load_tokenizer(cfg.model).pad_token_id
 
 
 def _save(trainer, tokenizer, path: Path, cfg: TrainConfig, metrics: dict, is_main: bool) -> None:

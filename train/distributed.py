@@ -1,6 +1,6 @@
-"""The few collectives the RL loop needs, each a no-op in a single process.
+"""The few collectives the training stages need, each a no-op in a single process.
 
-We all-reduce gradients by hand instead of wrapping the actor in DDP: the same model also
+In the RL loop we all-reduce gradients by hand instead of wrapping the actor in DDP: the same model also
 generates, runs with its adapter disabled (reference) or switched (reward adapter), and
 DDP's hooks would fire on those no-grad passes too. One flat all-reduce per optimizer step
 costs the same as DDP's bucketed one at these sizes.
@@ -33,6 +33,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(tensor) / world()[1]
+
+
+def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Per-rank logged metrics (accuracy, margins, rewards) averaged over the workers."""
+    if world()[1] == 1:
+        return values
+    keys = sorted(values)
+    reduced = all_reduce_mean(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    return dict(zip(keys, reduced.tolist()))
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
