@@ -175,3 +175,44 @@ class FastTextClassifier:
         labels, probs = self.model.predict(lines, k=-1)
         return [{label[len(LABEL_PREFIX):]: float(min(1.0, p)) for label, p in zip(ls, ps)}
                 for ls, ps in zip(labels, probs)]
+
+
+def read_texts(path: str | Path, text_column: str = "text", limit: int | None = None) -> list[str]:
+    """Texts of a training source: JSONL (a `text` field per line), TXT (one text per line),
+    Parquet (a `text` column) or a dataset directory (DIR/data/*.parquet, else DIR/*.parquet)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training data {path} does not exist")
+    if path.is_dir():
+        files = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no Parquet files in {path}/data or {path}")
+    else:
+        files = [path]
+    texts: list[str] = []
+    for file in files:
+        name = file.name.lower()
+        if name.endswith(".parquet"):
+            if text_column not in pq.read_schema(file).names:
+                raise ValueError(f"{file} has no {text_column!r} column")
+            texts += [t for t in pq.read_table(file, columns=[text_column]).column(0).to_pylist() if t]
+        elif name.endswith((".jsonl", ".json")):
+            with open(file, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        value = json.loads(line).get(text_column)
+                    except (ValueError, AttributeError):
+                        raise ValueError(f"{file} line {lineno}: not a JSON object") from None
+                    if isinstance(value, str) and value.strip():
+                        texts.append(value)
+        elif name.endswith(".txt"):
+            texts += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            raise ValueError(f"training data {file}: expected .jsonl, .txt, .parquet or a dataset directory")
+        if limit and len(texts) >= limit:
+            return texts[:limit]
+    return texts

@@ -68,7 +68,10 @@ RAW_SCHEMA = pa.schema(list(RAW_PAGE.schema) + _DROP_FIELDS, metadata=RAW_PAGE.s
 DOCUMENT_READ_SCHEMA = pa.schema(
     [DOCUMENT.field(n) for n in ("id", "text", "url", "source", "raw_id", "fetch_time")] + _DROP_FIELDS
     + [pa.field("charset_used", pa.string(), nullable=True,
-                metadata={"doc": "'utf-8-replace' when invalid UTF-8 bytes became U+FFFD, as for extracted pages."})],
+                metadata={"doc": "'utf-8-replace' when invalid UTF-8 bytes became U+FFFD, as for extracted pages."}),
+       # Lineage (jobs/card.py --trace): where the record starts in its file.
+       pa.field("source_offset", pa.int64(), nullable=True,
+                metadata={"doc": "JSONL: byte offset of the line (in the decompressed stream); Parquet: row number."})],
     metadata=DOCUMENT.schema.metadata,
 )
 
@@ -335,13 +338,14 @@ def _jsonl_rows(path: Path, cfg: ReadConfig) -> Iterator[dict]:
     source = str(path)
     fh = _open_checked(path)
     stream = gzip.GzipFile(fileobj=fh) if source.lower().endswith(".gz") else fh
-    lineno = 0
+    lineno, offset = 0, 0
     with fh:
         try:
             for lineno, line in enumerate(stream, start=1):
+                start, offset = offset, offset + len(line)
                 if not line.strip():
                     continue
-                yield _jsonl_row(line, source, lineno)
+                yield {**_jsonl_row(line, source, lineno), "source_offset": start}
         except (OSError, EOFError, zlib.error) as exc:
             yield {"id": _stable_id(source, lineno + 1), "text": "", "url": None, "source": source,
                    DROP_REASON: "corrupt_gzip", DROP_STAGE: READ_STAGE,
@@ -419,7 +423,8 @@ def _parquet_tables(path: Path, cfg: ReadConfig) -> Iterator[pa.Table]:
         yield pa.Table.from_arrays(
             [pa.array(ids, pa.string()), texts.fill_null(""), urls, pa.array([source] * n, pa.string()),
              pa.nulls(n, pa.string()), pa.nulls(n, DOCUMENT.field("fetch_time").type), reasons, stages,
-             pa.nulls(n, pa.string()), pa.array(["utf-8"] * n, pa.string())],  # Arrow strings are valid UTF-8
+             pa.nulls(n, pa.string()), pa.array(["utf-8"] * n, pa.string()),  # Arrow strings are valid UTF-8
+             pa.array(range(row_base, row_base + n), pa.int64())],
             schema=DOCUMENT_READ_SCHEMA)
         row_base += n
 

@@ -3,6 +3,7 @@
     python jobs/card.py DIR                      # DIR/card/card.md, card.html and PNGs from DIR/card/card.arrow
     python jobs/card.py DIR --compare OTHER_DIR  # DIR/card/compare-<OTHER>.html and .md
     python jobs/card.py DIR --recompute --kind document   # recompute the card from DIR's Parquet files
+    python jobs/card.py DIR --trace DOC_ID       # one curated document's path: input, labels, drop or cluster
 """
 from __future__ import annotations
 
@@ -22,7 +23,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recompute", action="store_true", help="recompute card.arrow from the dataset files first")
     parser.add_argument("--kind", help="record kind, needed with --recompute (document, sft, preference, ...)")
     parser.add_argument("--text-column", help="text column to measure, with --recompute")
+    parser.add_argument("--trace", metavar="DOC_ID", help="print a curate document's lineage (id of a kept or dropped row)")
     args = parser.parse_args(argv)
+
+    if args.trace:
+        from curate.lineage import format_trace, trace
+
+        try:
+            print(format_trace(trace(args.dataset_dir, args.trace)))
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return
 
     if args.recompute:
         from schemas.card import write_card
