@@ -57,10 +57,10 @@ class PerplexityConfig:
     text_column: str = "text"
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "window", "stride"):
+        for name, least in (("max_tokens", 2), ("window", 2), ("stride", 1)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-                raise ValueError(f"perplexity.{name} must be an integer >= 2 or null, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"perplexity.{name} must be an integer >= {least} or null, got {value!r}")
         if self.window and self.stride and self.stride > self.window:
             raise ValueError(f"perplexity.stride ({self.stride}) must not exceed perplexity.window ({self.window})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
