@@ -15,6 +15,7 @@ from typing import Any
 FINETUNING_TYPES = ("full", "freeze", "lora", "qlora")
 SCHEDULERS = ("cosine", "linear", "constant", "wsd")
 DTYPES = ("fp32", "bf16", "fp16")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD")
 
 
 class TrainConfigError(ValueError):
@@ -37,6 +38,8 @@ class DataArguments:
     # Datasets: paths or names, "path:weight", or {path|name, weight, ...} mappings; empty = the embedded sample.
     data: list[str | dict] = field(default_factory=list)
     template: str | None = None  # chat template name (sft); None = the tokenizer's own
+    # pt/sft: held-out data evaluated during training (same forms as `data`); or `val_size`.
+    eval_data: list[str | dict] = field(default_factory=list)
     cutoff_len: int = 512
     packing: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)  # passed through to the ingest builder
@@ -74,6 +77,12 @@ class HyperParameters:
     max_steps: int = -1  # > 0 overrides epochs (a stream's length is otherwise counted once)
     per_device_batch_size: int = 1  # packed sequences per worker per micro-batch
     seed: int = 42
+    # pt/sft eval during training: `val_size` packed rows held out of the training set (a
+    # fraction below 1, or a count), or `eval_data`; evaluated every `eval_steps` (0: at every save).
+    val_size: float = 0.0
+    eval_steps: int = 0
+    load_best_model_at_end: bool = False  # the final model is the checkpoint with the best metric
+    metric_for_best_model: str = "eval_loss"
     neftune_noise_alpha: float | None = None
     logging_steps: int = 1
     save_steps: int = 50
@@ -92,6 +101,10 @@ class LaunchArguments:
     deepspeed: str | None = None  # zero0 | zero2 | zero3 | zero2_offload | zero3_offload | path
     resume: bool = False
     overwrite_output: bool = False
+    # Ray Train restarts of a failed worker group, each from the latest checkpoint Ray Train
+    # has registered (-1: no limit). 0: a dead worker fails the run.
+    max_failures: int = 0
+    placement_strategy: str = "PACK"  # PACK | SPREAD (one worker per node where possible) | STRICT_SPREAD
 
 
 @dataclass
@@ -225,6 +238,22 @@ def validate_config(config: TrainConfig) -> None:
         value = getattr(t, name, None) if hasattr(t, name) else getattr(l, name)
         if value < 1:
             raise TrainConfigError(f"{name} must be >= 1, got {value}")
+    if t.val_size < 0 or t.eval_steps < 0:
+        raise TrainConfigError("val_size and eval_steps must be >= 0")
+    if t.val_size and d.eval_data:
+        raise TrainConfigError("give eval_data or val_size, not both")
+    evaluates = bool(t.val_size or d.eval_data)
+    if t.load_best_model_at_end and not evaluates:
+        raise TrainConfigError("load_best_model_at_end needs an eval set: set val_size or eval_data")
+    if t.load_best_model_at_end and t.eval_steps and t.save_steps % t.eval_steps:
+        # The best model is picked among saved checkpoints: every save must follow an eval.
+        raise TrainConfigError(f"load_best_model_at_end: save_steps ({t.save_steps}) must be a multiple of "
+                               f"eval_steps ({t.eval_steps})")
+    if l.placement_strategy not in PLACEMENT_STRATEGIES:
+        raise TrainConfigError(f"unknown placement_strategy {l.placement_strategy!r}; choose one of "
+                               f"{', '.join(PLACEMENT_STRATEGIES)}")
+    if l.max_failures < -1:
+        raise TrainConfigError(f"max_failures must be >= -1, got {l.max_failures}")
     if l.torch_threads is not None and l.torch_threads < 1:
         raise TrainConfigError(f"torch_threads must be >= 1, got {l.torch_threads}")
     if t.max_steps <= 0 and t.num_train_epochs <= 0:

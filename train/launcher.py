@@ -110,6 +110,26 @@ def preflight(cfg: TrainConfig):
     return workflow
 
 
+def eval_split(cfg: TrainConfig, workflow, dataset, stats) -> tuple[Any, Any, int | None]:
+    """(train rows, eval rows or None, number of train rows if counted) for evaluation during
+    training: `eval_data` built like the training data, or the last `val_size` packed rows
+    held out of the training set (a fraction below 1, or a count)."""
+    if not workflow.evaluates or not (cfg.training.val_size or cfg.data.eval_data):
+        return dataset, None, None
+    if cfg.data.eval_data:
+        eval_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data=list(cfg.data.eval_data)))
+        eval_dataset, _ = workflow.build_dataset(eval_cfg)
+        return dataset, eval_dataset, None
+    rows = _count_rows(dataset, stats)
+    size = cfg.training.val_size
+    held_out = int(size) if size >= 1 else max(1, round(rows * size))
+    if held_out < cfg.launch.num_workers or rows - held_out < cfg.launch.num_workers:
+        raise TrainConfigError(f"val_size={size} holds out {held_out} of {rows} packed rows: each of the "
+                               f"{cfg.launch.num_workers} worker(s) needs at least one row to train and one to eval")
+    train, held = dataset.split_at_indices([rows - held_out])
+    return train, held, rows - held_out
+
+
 def check_data(cfg: TrainConfig) -> None:
     """Every `data` entry names readable files (or a registry name) before Ray starts."""
     from train.ingest import resolve_data
@@ -153,13 +173,14 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
     if dataset is None:
         dataset, stats = workflow.build_dataset(cfg)
     copy_data_cards(data_paths(cfg), run_dir, workflow.card_kind)
+    dataset, eval_dataset, train_rows = eval_split(cfg, workflow, dataset, stats)
 
     max_steps = cfg.training.max_steps
     if max_steps <= 0:
         # A stream's length is unknown: count the packed rows once (one pass of the ingest
         # pipeline, which also fills the data stats). Set max_steps to skip it on a big corpus.
         max_steps = (workflow.count_steps(cfg, dataset, stats) if workflow.count_steps
-                     else count_steps(cfg, _count_rows(dataset, stats)))
+                     else count_steps(cfg, train_rows if train_rows is not None else _count_rows(dataset, stats)))
     if cfg.training.lr_scheduler == "wsd" or cfg.training.warmup_ratio:
         from train.schedulers import scheduler_arguments
 
@@ -173,18 +194,20 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
             return _already_finished(run_dir, cfg, stats, max_steps, done, latest)
 
     loop_config = {"train": cfg.to_dict(), "max_steps": max_steps, "run_dir": str(run_dir), "resume_checkpoint": latest,
-                   "collate": collate or workflow.collate, "callbacks": list(callbacks or [])}
+                   "collate": collate or workflow.collate, "callbacks": list(callbacks or []),
+                   "has_eval": eval_dataset is not None}
     trainer = TorchTrainer(
         train_loop_per_worker=workflow.train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.launch.num_workers, use_gpu=cfg.launch.use_gpu,
-                                     resources_per_worker=worker_resources(cfg)),
+                                     resources_per_worker=worker_resources(cfg),
+                                     placement_strategy=cfg.launch.placement_strategy),
         run_config=RunConfig(
             name=RAY_RUN_NAME, storage_path=str(run_dir),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.save_total_limit),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cfg.launch.max_failures),
         ),
-        datasets={"train": dataset},
+        datasets={"train": dataset, **({"eval": eval_dataset} if eval_dataset is not None else {})},
     )
     try:
         result = trainer.fit()

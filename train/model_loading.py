@@ -101,6 +101,18 @@ def torch_dtype(dtype: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
 
 
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def require_safetensors(source: str) -> None:
+    """Refuse weights stored as pickle: unpickling runs code from the file."""
+    path = Path(source)
+    if path.is_dir() and not any(path.glob("*.safetensors")) and any((path / n).exists() for n in PICKLE_WEIGHTS):
+        raise ModelLoadError(f"{source} holds only pickle weights (pytorch_model.bin), which run code when loaded; "
+                             "raymill loads safetensors only: convert them once where you trust the file "
+                             "(AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir))")
+
+
 def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments, use_gpu: bool = False):
     """A causal LM ready for `train.finetune.apply_finetuning`.
 
@@ -123,7 +135,8 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
         return AutoModelForCausalLM.from_config(config, attn_implementation=attn, **common)
 
     source = resolve_model_path(model_args.model)
-    kwargs = dict(common, attn_implementation=attn, dtype=torch_dtype("fp32"))
+    require_safetensors(source)
+    kwargs = dict(common, attn_implementation=attn, dtype=torch_dtype("fp32"), use_safetensors=True)
     if finetuning_args.finetuning_type == "qlora":
         compute = torch_dtype(model_args.dtype if model_args.dtype != "fp32" else "fp32")
         kwargs["quantization_config"] = quantization_config(finetuning_args, compute)

@@ -87,8 +87,9 @@ def write_run_outputs(run_dir: Path, cfg, stats: Any, max_steps: int, metrics: d
     if stats is not None:
         write_json(_as_dict(stats), run_dir / "data_stats.json")
     records = read_metrics(run_dir / "metrics.jsonl")
-    plots = [name for key, name, label in (("loss", "loss.png", "training loss"), ("learning_rate", "lr.png", "learning rate"))
-             if plot_series(records, key, run_dir / name, label)]
+    curves = (("loss", "loss.png", "training loss"), ("learning_rate", "lr.png", "learning rate"),
+              ("eval_loss", "eval_loss.png", "eval loss"))
+    plots = [name for key, name, label in curves if plot_series(records, key, run_dir / name, label)]
     losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
     summary = {
         "stage": cfg.launch.stage, "finetuning_type": cfg.finetuning.finetuning_type, "max_steps": max_steps,

@@ -64,6 +64,24 @@ class StreamTrainer(Trainer):
     def get_train_dataloader(self):
         return torch.utils.data.DataLoader(self.train_dataset, batch_size=None)
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        return torch.utils.data.DataLoader(eval_dataset if eval_dataset is not None else self.eval_dataset,
+                                           batch_size=None)
+
+
+class EvalBatches(torch.utils.data.IterableDataset):
+    """The worker's held-out rows as collated batches, the same ones at every evaluation."""
+
+    def __init__(self, rows: list[dict], batch_size: int, collate: Callable):
+        super().__init__()
+        self.batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
 
 def deepspeed_config(name_or_path: str | None, use_gpu: bool) -> dict | None:
     """A shipped ZeRO config by name (zero0/2/3, zero2_offload, zero3_offload) or a JSON file."""
@@ -82,9 +100,19 @@ def deepspeed_config(name_or_path: str | None, use_gpu: bool) -> dict | None:
     return config
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str, max_steps: int) -> TrainingArguments:
+def eval_arguments(cfg: TrainConfig) -> dict:
+    """TrainingArguments for evaluation during training (pt/sft with val_size or eval_data)."""
+    t = cfg.training
+    return {"eval_strategy": "steps", "eval_steps": t.eval_steps or t.save_steps,
+            "per_device_eval_batch_size": t.per_device_batch_size, "prediction_loss_only": True,
+            "load_best_model_at_end": t.load_best_model_at_end, "metric_for_best_model": t.metric_for_best_model,
+            "greater_is_better": not t.metric_for_best_model.endswith("loss")}
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str, max_steps: int, evaluate: bool = False) -> TrainingArguments:
     t, launch = cfg.training, cfg.launch
     return TrainingArguments(
+        **(eval_arguments(cfg) if evaluate else {}),
         output_dir=output_dir,
         max_steps=max_steps,
         per_device_train_batch_size=t.per_device_batch_size,
@@ -125,7 +153,8 @@ def trained_steps(checkpoint_dir: str | None) -> int:
 def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate: Callable | None, run_dir: str | Path,
                   max_steps: int, resume_from: str | None = None, extra_callbacks: list | None = None,
                   trainer_class: type[Trainer] = StreamTrainer, save_final: bool = True, rank: int = 0,
-                  build_model: Callable | None = None, after_training: Callable | None = None) -> dict:
+                  build_model: Callable | None = None, after_training: Callable | None = None,
+                  eval_rows: Callable[[], Iterable[dict]] | None = None) -> dict:
     """Train on a row stream with the HF Trainer; returns the final metrics (rank 0 writes the outputs).
 
     The one worker body of the Trainer-based stages, in the same order for each: tokenizer,
@@ -152,13 +181,16 @@ def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate:
     dataset = StreamBatches(rows, cfg.training.per_device_batch_size, collate, skip_batches=micro_batches_done)
     # One HF output dir per rank: each rank's checkpoint files (DeepSpeed shards, RNG state) are
     # reported from its own dir and Ray Train merges them into one checkpoint.
-    args = training_arguments(cfg, str(run_dir / "hf" / f"rank{rank}"), max_steps)
+    eval_dataset = None
+    if eval_rows is not None:
+        eval_dataset = EvalBatches(list(eval_rows()), cfg.training.per_device_batch_size, collate)
+    args = training_arguments(cfg, str(run_dir / "hf" / f"rank{rank}"), max_steps, evaluate=eval_dataset is not None)
     guard = NonFiniteLossGuard()
     callbacks = [guard, MetricsJsonlCallback(run_dir / "metrics.jsonl")] + list(extra_callbacks or [])
     if args.process_index == 0:
         callbacks.append(tensorboard_callback(run_dir / "tensorboard"))
-    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            callbacks=callbacks)
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                            processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume_from)
     guard.raise_if_tripped(last_good=_latest_checkpoint(args.output_dir))
     metrics = dict(result.metrics, global_step=trainer.state.global_step, trainable_params=trainable,
@@ -319,6 +351,11 @@ def causal_lm_train_loop(loop_config: dict) -> None:
     collate = loop_config.get("collate")
 
     def run(cfg: TrainConfig, rows, run_dir, max_steps, **kwargs) -> dict:
-        return run_causal_lm(cfg, rows, collate, run_dir, max_steps, **kwargs)
+        eval_rows = None
+        if loop_config.get("has_eval"):
+            import ray.train
+
+            eval_rows = ray.train.get_dataset_shard("eval").iter_rows
+        return run_causal_lm(cfg, rows, collate, run_dir, max_steps, eval_rows=eval_rows, **kwargs)
 
     run_in_ray_worker(run, loop_config)

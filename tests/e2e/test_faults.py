@@ -141,8 +141,6 @@ def test_node_leaving_mid_curate_the_job_finishes_on_the_remaining_nodes(
             ray_two_nodes.kill_node(leaving)
 
 
-@pytest.mark.xfail(strict=True, reason="needs a max_failures launch option passed to FailureConfig in "
-                                       "train/launcher.py; see the report for issue 19")
 def test_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(ray_two_nodes, e2e_cache, tmp_path):
     run, log = tmp_path / "sft", tmp_path / "job.log"
     max_steps, save_steps = 24, 4

@@ -101,8 +101,6 @@ def test_sft_with_two_workers_trains_on_the_two_node_cluster(ray_two_nodes, e2e_
     assert (run / "train_data" / "card" / "card.md").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs a placement_strategy launch option: ScalingConfig's default PACK puts "
-                                       "both (0-CPU) workers on one node; see the report for issue 19")
 def test_sft_workers_spread_one_per_node(ray_two_nodes, e2e_cache, tmp_path):
     worker_nodes = _train_sft(ray_two_nodes, e2e_cache, tmp_path / "sft-spread", "placement_strategy=SPREAD")
     assert sorted(worker_nodes) == sorted(n.node_id() for n in ray_two_nodes.nodes)
@@ -122,8 +120,6 @@ def test_synth_instructions_on_two_nodes_writes_an_sft_set(ray_two_nodes, e2e_ca
     assert "messages" in kept.column_names
 
 
-@pytest.mark.xfail(strict=True, reason="needs the jobs' dependency check: one line naming the interpreter and the "
-                                       "fix instead of a ModuleNotFoundError traceback; see the report for issue 19")
 def test_job_under_an_interpreter_without_raymill_dependencies_fails_with_one_clear_line(ray_two_nodes, tmp_path):
     """The new user's pitfall: `python` in the entrypoint is whatever `ray start` found on its PATH.
     Here it is the system Python, which has no pyarrow."""

@@ -85,8 +85,6 @@ def test_the_training_model_directory_holds_safetensors_weights(tiny_model_dir):
     load_model(ModelArguments(model=str(tiny_model_dir)), FinetuningArguments())  # the safe format loads
 
 
-@pytest.mark.xfail(strict=True, reason="needs use_safetensors=True (and a clear message) in "
-                                       "train.model_loading.load_model; see the report for issue 19")
 def test_a_pickle_checkpoint_is_refused_with_a_message(tiny_model_dir, tmp_path):
     checkpoint = _pickle_checkpoint(Path(tiny_model_dir), tmp_path)
     with pytest.raises(ModelLoadError, match="safetensors"):

@@ -36,6 +36,8 @@ class Workflow:
     preflight: Callable[[Any], None] | None = None
     # (cfg, dataset, stats) -> optimizer steps, where a step is not one micro-batch per worker.
     count_steps: Callable[[Any, Any, Any], int] | None = None
+    # The worker evaluates an "eval" dataset during training (val_size / eval_data).
+    evaluates: bool = False
 
     def parse_options(self, cfg: Any) -> Any:
         """The stage's options from `data_options`, or a TrainConfigError naming the bad key."""

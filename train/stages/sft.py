@@ -21,4 +21,5 @@ def build_dataset(cfg):
 
 
 WORKFLOW = register_stage(Workflow(name=STAGE, card_kind="sft", build_dataset=build_dataset,
-                                   train_loop=causal_lm_train_loop, options=IngestOptions))
+                                   train_loop=causal_lm_train_loop, options=IngestOptions,
+                                   evaluates=True))
