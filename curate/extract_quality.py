@@ -19,7 +19,11 @@ def tokens(text: str) -> list[str]:
 
 def token_f1(predicted: str, reference: str) -> float:
     """Harmonic mean of token precision and recall (bag of tokens); 1.0 when both are empty."""
-    p, r = Counter(tokens(predicted or "")), Counter(tokens(reference or ""))
+    return bag_f1(Counter(tokens(predicted or "")), Counter(tokens(reference or "")))
+
+
+def bag_f1(p: Counter, r: Counter) -> float:
+    """F1 of two bags of tokens; 1.0 when both are empty."""
     if not p and not r:
         return 1.0
     common = sum((p & r).values())
@@ -37,12 +41,5 @@ def char_f1(predicted: str, reference: str) -> float:
     punctuation included, is one token (so a dropped sentence costs its full length).
     1.0 when both are empty.
     """
-    p = Counter(ch for ch in (predicted or "") if not ch.isspace())
-    r = Counter(ch for ch in (reference or "") if not ch.isspace())
-    if not p and not r:
-        return 1.0
-    common = sum((p & r).values())
-    if not common:
-        return 0.0
-    precision, recall = common / sum(p.values()), common / sum(r.values())
-    return 2 * precision * recall / (precision + recall)
+    return bag_f1(Counter(ch for ch in (predicted or "") if not ch.isspace()),
+                  Counter(ch for ch in (reference or "") if not ch.isspace()))
