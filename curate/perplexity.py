@@ -133,17 +133,40 @@ class PerplexityStage(Stage):
                 input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
                 attention[row, :len(ids)] = 1
                 target_mask[row, first - 1:len(ids) - 1] = True  # logits at p-1 predict token p
-            device = self.config.device
-            with torch.no_grad():
-                logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(),
-                                                    input_ids[:, 1:].to(device), reduction="none").cpu()
-            nll = torch.where(target_mask, nll, torch.zeros_like(nll))
+            nll = self._target_nll(input_ids, attention, target_mask)
             sums, counts = nll.sum(dim=1).tolist(), target_mask.sum(dim=1).tolist()
             for row, (i, _, _) in enumerate(chunk):
                 totals[i][0] += sums[row]
                 totals[i][1] += int(counts[row])
         return [(s, c) for s, c in totals]
+
+    def _target_nll(self, input_ids, attention, target_mask):
+        """NLL at the target positions only ([rows, width - 1], zero elsewhere).
+
+        The output projection runs only on the hidden states that predict a target: padding
+        and the context-only head of later windows never reach the vocabulary-sized matmul,
+        which is most of a small model's cost. Models whose logits need more than the output
+        projection (e.g. soft-capping) take the plain full-logits path.
+        """
+        torch = self.torch
+        device = self.config.device
+        ids = input_ids.to(device)
+        # Right padding under causal attention: no real token attends to a later (padding)
+        # position, so no mask is needed, and without one the attention takes its fast
+        # causal path (with a padding mask it is several times slower on CPU).
+        mask = None
+        select = target_mask.to(device)
+        head = self.model.get_output_embeddings()
+        with torch.no_grad():
+            if head is not None and not getattr(self.model.config, "final_logit_softcapping", None):
+                hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+                logits = head(hidden[select])
+            else:
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][select]
+            picked = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][select], reduction="none")
+        nll = torch.zeros(target_mask.shape, dtype=torch.float32)
+        nll[target_mask] = picked.cpu()
+        return nll
 
     def score(self, texts: list[str]) -> tuple[list[float | None], list[int], list[str]]:
         """ppl, scored targets and status per text."""

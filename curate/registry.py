@@ -187,7 +187,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("topic", "curate.quality:TopicStage", options="curate.quality:TopicConfig", actor=True,
               default_enabled=False, labels={"topic": _STR, "topic_score": _FLOAT}),
     StageSpec("ppl_bucket", GLOBAL, options="curate.ppl_buckets:BucketConfig", labels="curate.ppl_buckets:LABEL_TYPES",
-              run="curate.ppl_buckets:bucket_dataset"),
+              default_enabled=False, run="curate.ppl_buckets:bucket_dataset"),
     StageSpec("filter", "curate.rules:RuleFilterStage", run_settings={"rules": "rules", "thresholds": "thresholds"}),
     # After the rules: a cluster's survivor is chosen among rows that pass them, so a
     # cluster never loses all its members to a rule that fires on the survivor alone.

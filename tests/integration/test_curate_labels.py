@@ -34,6 +34,7 @@ def labelled_run(tmp_path_factory, ray_session):
     source.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     config = parse_config(merge_config({
         "dedup": {"threshold": 0.7},
+        "ppl_bucket": {"enabled": True},
         "shaping": {"enabled": True, "caps": {"lang": {"de": 2}}, "prefer": "quality_score",
                     "max_chars": 600, "order_by": "ppl", "descending": False},
     }))
