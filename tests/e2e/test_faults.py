@@ -143,7 +143,7 @@ def test_node_leaving_mid_curate_the_job_finishes_on_the_remaining_nodes(
 
 def test_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(ray_two_nodes, e2e_cache, tmp_path):
     run, log = tmp_path / "sft", tmp_path / "job.log"
-    max_steps, save_steps = 24, 4
+    max_steps, save_steps = 48, 4
     job = start_job(ray_two_nodes, [python(), "jobs/train.py", "--stage", "sft", "--output", str(run),
                                     "--num-workers", "1", "--max-steps", str(max_steps), f"save_steps={save_steps}",
                                     "max_failures=1"], {"RAYMILL_CACHE": str(e2e_cache)}, log)
@@ -155,7 +155,10 @@ def test_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(ray_tw
         snapshot = run / "ray" / "checkpoint_manager_snapshot.json"
         workers = ray_two_nodes.processes_named("RayTrainWorker")
         registered = snapshot.exists() and "checkpoint_" in snapshot.read_text(errors="replace")
-        return workers[0] if registered and workers else None
+        metrics = run / "metrics.jsonl"
+        # Kill mid-training, not after the last step (a fast run reaches its end quickly).
+        early = metrics.exists() and sum(1 for line in metrics.read_text().splitlines() if '"loss"' in line) < 24
+        return workers[0] if registered and early and workers else None
 
     worker = _while_running(job, log, checkpointed_worker, 300, "a first checkpoint")
     _sigkill(worker)
