@@ -7,7 +7,11 @@ Config keys (YAML under `extract:`; all optional):
                             pages/s; precision+fast 0.962 at ~117 pages/s; default
                             settings 0.964; favor_recall 0.963).
     fast: false             skip trafilatura's fallback extractors (readability/jusText):
-                            ~1.7x faster for ~0.01 F1; the lever for throughput.
+                            ~1.7x faster for ~0.01 F1 on shared/data/web, but web_zh loses
+                            9 of its 63 kept pages (the fallbacks rescue layout-table pages).
+    fast: auto              fast mode except on CJK pages (Han/kana/Hangul in the decoded
+                            HTML), which keep the full cascade: web 0.962 F1 at fast speed,
+                            web_zh as with false (bench_curate_throughput.py --only levers).
     include_comments: false reader comments are not article text.
     include_tables: true
     max_bytes: 5242880      pages larger than this, or cut by the reader's size cap
@@ -55,10 +59,11 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import pyarrow as pa
 
+from schemas.options import from_mapping
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, active_mask
 from schemas.records import DOCUMENT
 
@@ -80,10 +85,13 @@ _WESTERN_SINGLE_BYTE = frozenset({"cp1250", "cp1252", "cp1254", "cp1257", "cp125
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 
 
+FAST_AUTO = "auto"
+
+
 @dataclass
 class ExtractConfig:
     favor_precision: bool = True
-    fast: bool = False
+    fast: bool | str = FAST_AUTO  # True, False or "auto" (fast except on CJK pages)
     include_comments: bool = False
     include_tables: bool = True
     max_bytes: int = 5 * 1024 * 1024
@@ -93,12 +101,29 @@ class ExtractConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> "ExtractConfig":
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"extract config: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**cfg)
+        return from_mapping(cls, cfg, "extract")
+
+    def __post_init__(self) -> None:
+        if self.fast not in (True, False, FAST_AUTO):
+            raise ValueError(f"extract.fast: expected true, false or {FAST_AUTO!r}, got {self.fast!r}")
+
+
+# Han, kana, Hangul: pages written in these keep trafilatura's full cascade under fast=auto.
+_CJK_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+# CJK characters in the decoded HTML from which a page counts as CJK: a Latin page may hold
+# a few (a name, a language menu); an article in Chinese holds hundreds.
+CJK_PAGE_MIN_CHARS = 50
+
+
+def is_cjk_page(html: str) -> bool:
+    """True when the page's text is Chinese, Japanese or Korean (counted in the decoded HTML:
+    markup is ASCII, so the count is the text's)."""
+    count = 0
+    for _ in _CJK_CHARS.finditer(html):
+        count += 1
+        if count >= CJK_PAGE_MIN_CHARS:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- bytes -> str
@@ -228,6 +253,8 @@ class _Watchdog:
         self.tokens = itertools.count(1)
         self.thread: threading.Thread | None = None
         self.pid = None
+        # When the watchdog thread will next look at the deadlines (monotonic seconds).
+        self.wake_at = 0.0
 
     def arm(self, seconds: float) -> tuple[int, int]:
         tid = threading.get_ident()
@@ -238,8 +265,14 @@ class _Watchdog:
                 self.thread = threading.Thread(target=self._run, name="raymill-extract-watchdog", daemon=True)
                 self.thread.start()
             token = next(self.tokens)
-            self.deadlines[tid] = (time.monotonic() + seconds, token)
-            self.cond.notify()
+            deadline = time.monotonic() + seconds
+            self.deadlines[tid] = (deadline, token)
+            # Wake the watchdog only if it would sleep past this deadline. Notifying on every
+            # page handed the GIL to the watchdog thread and back each time (~1 ms a page,
+            # ~10% of a fast-mode extraction); with one limit for all pages it wakes at the
+            # previous page's deadline anyway and then sees this one.
+            if deadline < self.wake_at:
+                self.cond.notify()
         return tid, token
 
     def disarm(self, tid: int, token: int) -> None:
@@ -255,8 +288,8 @@ class _Watchdog:
                     if deadline <= now:
                         del self.deadlines[tid]
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(ExtractTimeout))
-                wait = min((d for d, _ in self.deadlines.values()), default=now + 60) - now
-                self.cond.wait(timeout=max(wait, 0.001))
+                self.wake_at = min((d for d, _ in self.deadlines.values()), default=now + 60)
+                self.cond.wait(timeout=max(self.wake_at - now, 0.001))
 
 
 _WATCHDOG = _Watchdog()
@@ -370,8 +403,9 @@ class ExtractStage(Stage):
         if looks_binary(raw):
             return "", "binary_content", None
         html, charset = decode_html(raw, declared_charset)
+        fast = cfg.fast is True or (cfg.fast == FAST_AUTO and not is_cjk_page(html))
         try:
-            text = run_with_time_limit(lambda: self._trafilatura(html, url), cfg.timeout_s)
+            text = run_with_time_limit(lambda: self._trafilatura(html, url, fast), cfg.timeout_s)
         except ExtractTimeout:
             return "", "extract_timeout", charset
         except (RecursionError, MemoryError, Exception):  # noqa: BLE001 - one page's failure is a drop, not a crash
@@ -381,8 +415,8 @@ class ExtractStage(Stage):
             return "", "extraction_empty", charset
         return text, None, charset
 
-    def _trafilatura(self, html: str, url: str | None) -> str | None:
-        text = self._trafilatura_once(html, url)
+    def _trafilatura(self, html: str, url: str | None, fast: bool = False) -> str | None:
+        text = self._trafilatura_once(html, url, fast)
         if not self.config.unwrap_layout_tables:
             return text
         long_cells = layout_table_cells(text or "")
@@ -393,7 +427,7 @@ class ExtractStage(Stage):
         # navigation cells stop riding along in the same "| ... |" row. (Parsed by lxml
         # here, which also rescues some pages trafilatura's own parse found empty.)
         unwrapped = unwrap_layout_tables(html)
-        second = self._trafilatura_once(unwrapped, url) if unwrapped is not None else None
+        second = self._trafilatura_once(unwrapped, url, fast) if unwrapped is not None else None
         if not text:
             return second
         # Without tables trafilatura sometimes settles on another block (a menu, a footer):
@@ -403,11 +437,11 @@ class ExtractStage(Stage):
             return second
         return split_layout_rows(text)
 
-    def _trafilatura_once(self, html, url: str | None) -> str | None:
+    def _trafilatura_once(self, html, url: str | None, fast: bool = False) -> str | None:
         import trafilatura
 
         cfg = self.config
-        return trafilatura.extract(html, url=url or None, favor_precision=cfg.favor_precision, fast=cfg.fast,
+        return trafilatura.extract(html, url=url or None, favor_precision=cfg.favor_precision, fast=fast,
                                    include_comments=cfg.include_comments, include_tables=cfg.include_tables,
                                    output_format="txt", with_metadata=False, deduplicate=False)
 
