@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
+from schemas.options import from_mapping
 from curate.stage import Stage, mark_drops, set_column
 from curate.words import HAN_CHAR, HANGUL_CHAR, KANA_CHAR
 
@@ -106,12 +107,7 @@ class LangIdConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> "LangIdConfig":
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"langid config: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**cfg)
+        return from_mapping(cls, cfg, "langid")
 
 
 class LangIdStage(Stage):

@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 
 from curate.stage import DROP_REASON, DROP_STAGE
 from schemas.records import DOCUMENT, RAW_PAGE
+from schemas.options import from_mapping
 
 READ_STAGE = "read"
 DEFAULT_BATCH_ROWS = 256
@@ -97,11 +98,7 @@ class ReadConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> "ReadConfig":
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - {"batch_rows", "max_raw_bytes", "batch_bytes"}
-        if unknown:
-            raise ValueError(f"read config: unknown keys {sorted(unknown)}")
-        return cls(**cfg)
+        return from_mapping(cls, cfg, "read")
 
 
 # ---------------------------------------------------------------- input discovery

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schemas.funnel import StageCount
+from schemas.options import check_keys
 from synth.backends import Backend, ChatRequest, Completion, GenerationStats, SamplingParams
 from synth.checkpoint import RoundCheckpoint
 from synth.filters import FilterConfig, TRUNCATED, instance_rules, instruction_rule, novelty_rule
@@ -53,9 +54,7 @@ class SelfInstructConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SelfInstructConfig":
         d = dict(d)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"self-instruct: unknown settings {sorted(unknown)}")
+        check_keys(d, cls.__dataclass_fields__, "self_instruct")
         if isinstance(d.get("filters"), dict):
             d["filters"] = FilterConfig(**d["filters"])
         cfg = cls(**d)

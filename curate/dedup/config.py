@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, fields
 from typing import Any
+from schemas.options import from_mapping
 
 KEEP_RULES = ("longest", "earliest", "first_id")  # plus "best:<label column>"
 
@@ -75,11 +76,7 @@ class DedupConfig:
             return config
         if not isinstance(config, dict):
             raise TypeError(f"dedup config must be a dict or DedupConfig, not {type(config).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"dedup config: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**config)
+        return from_mapping(cls, config, "dedup")
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from schemas.options import check_keys
 from synth.backends.base import (Backend, BackendUnavailable, ChatRequest, Completion, GenerationStats,
                                  SamplingParams)
 
@@ -53,9 +54,7 @@ def make_backend(spec: str | dict[str, Any], **defaults: Any) -> Backend:
         raise ValueError(f"unknown backend kind {kind!r}: expected local, http or vllm")
     import inspect
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = set(config) - accepted
-    if unknown:
-        raise ValueError(f"{kind} backend: unknown settings {sorted(unknown)}; accepted: {sorted(accepted)}")
+    check_keys(config, accepted, f"{kind} backend")
     # Job-wide defaults apply only where this kind of backend has the setting.
     merged = {k: v for k, v in defaults.items() if k in accepted and v is not None}
     merged.update(config)

@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from schemas.options import from_mapping
 
 # Columns of the dataset a backend consumes and produces.
 REQUEST_COLUMNS = ("request_id", "sample_index", "messages_json", "seed")
@@ -52,11 +53,7 @@ class SamplingParams:
 
     @classmethod
     def from_config(cls, config: dict | None) -> "SamplingParams":
-        config = dict(config or {})
-        unknown = set(config) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise ValueError(f"unknown sampling settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**config)
+        return from_mapping(cls, config, "sampling")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def test_config_checks_and_param_search():
     from datasketch.lsh import _optimal_param
 
     assert auto.lsh_params == optimal_bands_rows(0.8, 112) == tuple(_optimal_param(0.8, 112, 0.5, 0.5))
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown option"):
         DedupConfig.from_any({"thresold": 0.8})
     with pytest.raises(ValueError, match="bands x rows"):
         DedupConfig(bands=20, rows=8)

@@ -83,7 +83,7 @@ def test_unparseable_verdicts_are_invalid_not_ties(tmp_path):
 
 
 def test_bad_options_fail_with_one_line():
-    with pytest.raises(ValueError, match="unknown sampling settings"):
+    with pytest.raises(ValueError, match="sampling: unknown option"):
         JudgeEvalOptions(data=["p.jsonl"], sampling={"temprature": 0})
     with pytest.raises(ValueError, match="no prompt set"):
         JudgeEvalOptions()
