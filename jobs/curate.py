@@ -15,7 +15,7 @@ from pathlib import Path
 if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
     import _bootstrap  # noqa: F401
 
-from jobs.common import add_config_arguments, init_ray, load_config, run_main  # noqa: E402
+from jobs.common import add_config_arguments, format_funnel, init_ray, load_config, log_dir_for, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "embedded reference LM, the default) or 'tiny' (the project's tiny model)")
     parser.add_argument("--quality-model", help="fastText quality classifier (.bin from jobs/quality.py train) "
                         "or 'embedded' (the default)")
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON instead of the table")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -59,9 +60,18 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(str(exc)) from None
 
     prepare_embedded_ray(config.runtime.num_cpus)
-    init_ray(config.runtime.num_cpus)
+    logs = log_dir_for(output)
+    init_ray(config.runtime.num_cpus, log_dir=logs, verbose=args.verbose)
     summary = run_curate(config, inputs, output)
-    print(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from schemas.funnel import read_accounting
+
+        stages, _ = read_accounting(summary["output"])
+        print(format_funnel(stages))
+        print(f"\nkept {summary['kept']} of {summary['rows_in']} rows in {summary['wall_seconds']:.1f} s -> "
+              f"{summary['output']}  (Ray logs: {logs}; -v shows them)")
     return summary
 
 

@@ -173,7 +173,7 @@ def run_raymill(inputs: Path, out: Path, workers: int, extra: list[str]) -> dict
 
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["taskset", "-c", _cores(workers), sys.executable, str(REPO / "jobs" / "curate.py"),
-           "--input", str(inputs), "--output", str(out), f"runtime.workers={workers}",
+           "--input", str(inputs), "--output", str(out), "--json", f"runtime.workers={workers}",
            f"runtime.num_cpus={workers}", "dedup.enabled=false", *extra]
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -181,7 +181,7 @@ def run_raymill(inputs: Path, out: Path, workers: int, extra: list[str]) -> dict
     e2e = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"raymill failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # --json
     files = sorted(str(f) for f in (out / "data").glob("*.parquet"))
     urls = pads.dataset(files, format="parquet").to_table(columns=["url"]).column("url").to_pylist() if files else []
     return {"e2e_seconds": round(e2e, 2), "job_seconds": summary["wall_seconds"], "rows_in": summary["rows_in"],
