@@ -4,7 +4,7 @@ bench/results/curate_throughput.json (extraction F1 and LID accuracy: bench_extr
 
     python bench/bench_curate_throughput.py [--shared ../shared/data] [--pages 2070] [--repeat 3]
                                             [--only bare,inproc,core1,core1_free,all1,core2,memory]
-                                            (also: bare_fast,core1_fast)
+                                            (also: bare_fast,core1_fast,levers,startup)
 
 Input: the 90 real pages of shared/data/web, replicated (each copy on its own URL) until
 there are --pages records, split over 8 WARC.gz files as a crawl arrives; core2_1file uses
@@ -24,6 +24,15 @@ Ray's own processes inherit the pinning):
 - core2 [cores 0,1]: as core1 with num_cpus=2 (two actors); core2_1file: the same pages in
   one WARC.gz.
 - bare_fast / core1_fast: bare and core1 with trafilatura's fast mode (extract.fast=true).
+- levers [core 0]: the extraction levers on the 90 pages of shared/data/web, each as pages
+  per CPU-second (best of 3 passes) and mean token F1 against the articleBody: the stage
+  with fast=false (precision cascade), true, auto (fast except CJK pages); bare trafilatura
+  precision and fast; pruning script/style/noscript/svg/iframe, and also nav/aside/footer/
+  form, in the lxml tree before trafilatura; the lxml tree parsed once and handed over;
+  resiliparse's main-content extractor. Also reading the crawl: warcio (ours) against
+  fastwarc, records per CPU-second.
+- startup [core 0]: embedded `ray.init` + a first task + `ray.shutdown`, with the dashboard
+  (Ray's default) and without it (jobs.common.init_ray's default), best of 3 alternated.
 Steady state: after a warm-up pass, the pipeline output is iterated in the driver for
 --pages/5 and for --pages pages in one Ray session; the rate is the extra pages over the
 extra seconds, so Ray start-up, actor start, model load and filling/draining the stream
@@ -99,8 +108,9 @@ def pipeline_config(stages: tuple[str, ...], workers: int) -> dict:
 
     user = {name: {"enabled": name in stages} for name in STAGE_ORDER}
     user["runtime"] = {"workers": workers}
-    if os.environ.get("BENCH_EXTRACT_FAST") == "1":
-        user["extract"]["fast"] = True
+    fast = os.environ.get("BENCH_EXTRACT_FAST", "0")
+    if fast != "0":
+        user["extract"]["fast"] = True if fast == "1" else fast
     return merge_config(user)
 
 
@@ -303,7 +313,7 @@ def child_memory(crawl: Path, workers: int) -> dict:
     prepare_embedded_ray(workers)  # as jobs/curate.py does
     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    stages = tuple(s for s in STAGE_ORDER if s not in ("dedup", "quality"))
+    stages = tuple(s for s in STAGE_ORDER if s not in ("dedup", "quality", "perplexity", "topic", "ppl_bucket", "shaping"))
     config = parse_config(pipeline_config(stages, workers))
     with tempfile.TemporaryDirectory() as out, _PeakMemory() as mem:
         start = time.perf_counter()
@@ -315,10 +325,115 @@ def child_memory(crawl: Path, workers: int) -> dict:
             "peak_rss_sum_mib": round(mem.peak_rss / 2**20, 1), "largest_processes_at_peak_pss_mib": mem.at_peak}
 
 
-def run_child(args: list[str], cores: list[int], fast: bool = False) -> dict:
+def child_levers(crawl: Path, shared: Path) -> dict:
+    """Extraction levers: pages per CPU-second and token F1 on shared/data/web; WARC read cost."""
+    import statistics
+
+    import trafilatura
+    from lxml import etree
+    from trafilatura.utils import load_html
+
+    from curate.extract import ExtractStage, decode_html
+    from curate.extract_quality import token_f1
+
+    web = shared / "web"
+    truth = json.loads((web / "ground-truth.json").read_text(encoding="utf-8"))
+    pages = [(truth[k]["url"], gzip.decompress((web / "html" / f"{k}.html.gz").read_bytes()), truth[k]["articleBody"])
+             for k in sorted(truth)]
+    html = [decode_html(raw)[0] for _, raw, _ in pages]
+
+    def traf(doc, url, fast=False):
+        return trafilatura.extract(doc, url=url, favor_precision=True, fast=fast, include_comments=False,
+                                   include_tables=True, output_format="txt", with_metadata=False, deduplicate=False)
+
+    def pruned(doc, tags):
+        tree = load_html(doc)
+        etree.strip_elements(tree, *tags, with_tail=False)
+        return tree
+
+    def resiliparse_text(doc):
+        from resiliparse.extract.html2text import extract_plain_text
+        from resiliparse.parse.html import HTMLTree
+
+        return extract_plain_text(HTMLTree.parse(doc), main_content=True, alt_texts=False, links=False,
+                                  list_bullets=False)
+
+    light = ("script", "style", "noscript", "svg", "iframe")
+    layout = light + ("nav", "aside", "footer", "form")
+    stages = {mode: ExtractStage({"fast": mode}) for mode in (False, True, "auto")}
+    levers = {
+        "stage_fast_false": lambda i: stages[False].extract_one(pages[i][1], pages[i][0], None, False)[0],
+        "stage_fast_true": lambda i: stages[True].extract_one(pages[i][1], pages[i][0], None, False)[0],
+        "stage_fast_auto": lambda i: stages["auto"].extract_one(pages[i][1], pages[i][0], None, False)[0],
+        "trafilatura_precision": lambda i: traf(html[i], pages[i][0]),
+        "trafilatura_precision_fast": lambda i: traf(html[i], pages[i][0], fast=True),
+        "tree_parsed_once": lambda i: traf(load_html(html[i]), pages[i][0]),
+        "prune_script_style": lambda i: traf(pruned(html[i], light), pages[i][0]),
+        "prune_script_style_fast": lambda i: traf(pruned(html[i], light), pages[i][0], fast=True),
+        "prune_nav_aside": lambda i: traf(pruned(html[i], layout), pages[i][0]),
+        "prune_nav_aside_fast": lambda i: traf(pruned(html[i], layout), pages[i][0], fast=True),
+        "resiliparse": lambda i: resiliparse_text(html[i]),
+    }
+    out = {}
+    for _ in range(3):
+        for name, fn in levers.items():
+            start = time.process_time()
+            texts = [fn(i) or "" for i in range(len(pages))]
+            cpu = time.process_time() - start
+            f1 = statistics.mean(token_f1(t, p[2]) for t, p in zip(texts, pages))
+            best = out.setdefault(name, {"mean_token_f1": round(f1, 4), "pages_per_cpu_s": 0.0})
+            best["pages_per_cpu_s"] = max(best["pages_per_cpu_s"], round(len(pages) / cpu, 1))
+
+    def read_warcio() -> int:
+        from curate.readers import iter_inputs
+
+        return sum(t.num_rows for t in iter_inputs(crawl))
+
+    def read_fastwarc() -> int:
+        from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+        n = 0
+        for f in sorted(crawl.glob("*.warc.gz")) if crawl.is_dir() else [crawl]:
+            with open(f, "rb") as fh:
+                for record in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
+                    record.reader.read()
+                    n += 1
+        return n
+
+    reading = {}
+    for name, fn in (("warcio_reader_tables", read_warcio), ("fastwarc_payloads", read_fastwarc)):
+        best = 0.0
+        for _ in range(3):
+            start = time.process_time()
+            n = fn()
+            best = max(best, n / (time.process_time() - start))
+        reading[name] = {"records": n, "records_per_cpu_s": round(best, 1)}
+    return {"extraction": out, "reading": reading}
+
+
+def child_startup() -> dict:
+    """Embedded Ray start-up on one core: ray.init + a first task, and ray.shutdown, with and
+    without the dashboard; each alternation in a fresh interpreter."""
+    runs: dict[str, list] = {"dashboard": [], "no_dashboard": []}
+    code = ("import time, ray; t = time.perf_counter(); ray.init(address='local', num_cpus=1, include_dashboard={d}, "
+            "log_to_driver=False); ray.get(ray.remote(num_cpus=0)(lambda: 1).remote()); u = time.perf_counter(); "
+            "ray.shutdown(); print(u - t, time.perf_counter() - u)")
+    for _ in range(3):
+        for name, flag in (("dashboard", "True"), ("no_dashboard", "False")):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", code.format(d=flag)], capture_output=True, text=True, check=True)
+            total = time.perf_counter() - start
+            init, shutdown = map(float, proc.stdout.split()[-2:])
+            runs[name].append({"init_and_first_task_s": round(init, 2), "shutdown_s": round(shutdown, 2),
+                               "process_s": round(total, 2)})
+    return {name: {**min(r, key=lambda x: x["process_s"]), "process_s_all_runs": [x["process_s"] for x in r]}
+            for name, r in runs.items()}
+
+
+def run_child(args: list[str], cores: list[int], fast: bool | str = False) -> dict:
     """Run this script as a child pinned to `cores`; return its JSON result."""
     cmd = [sys.executable, __file__, "--child", *args, "--cores", ",".join(map(str, cores))]
-    env = {**os.environ, "BENCH_EXTRACT_FAST": "1" if fast else "0"}
+    env = {**os.environ, "BENCH_EXTRACT_FAST": {True: "1", False: "0"}.get(fast, str(fast))}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
@@ -347,6 +462,10 @@ def main() -> None:
             result = child_bare(crawl)
         elif kind == "inproc":
             result = child_inproc(crawl)
+        elif kind == "levers":
+            result = child_levers(crawl, Path(args.child[2]))
+        elif kind == "startup":
+            result = child_startup()
         elif kind == "pipeline":
             result = child_pipeline(crawl, Path(args.child[2]), tuple(args.child[3].split(",")), int(args.child[4]))
         else:
@@ -389,6 +508,12 @@ def main() -> None:
                 fresh.setdefault(name, []).append(got)
                 best = max(fresh[name], key=lambda r: r["pages_per_s"])
                 thr[name] = {**best, "cores": cores, "pages_per_s_all_runs": [r["pages_per_s"] for r in fresh[name]]}
+        if "levers" in parts:
+            result["levers"] = run_child(["levers", str(crawl), str(args.shared)], [0])
+            print("levers", result["levers"], flush=True)
+        if "startup" in parts:
+            result["startup"] = run_child(["startup", str(crawl)], [0])
+            print("startup", result["startup"], flush=True)
         if "memory" in parts:
             base = args.memory_pages
             mem = {}

@@ -16,7 +16,7 @@ import json
 if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
     import _bootstrap  # noqa: F401
 
-from jobs.common import ConfigError, add_config_arguments, init_ray, load_config, run_main  # noqa: E402
+from jobs.common import ConfigError, add_config_arguments, init_ray, load_config, log_dir_for, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = DedupConfig.from_any(dedup)
     input_files(args.input)  # a missing or empty input fails here, before Ray starts
 
-    init_ray(raw.get("num_cpus"))
+    init_ray(raw.get("num_cpus"), log_dir=log_dir_for(args.output), verbose=args.verbose)
     summary = run_dedup_dir(args.input, args.output, config)
     print(json.dumps(summary, indent=2))
     return summary

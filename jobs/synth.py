@@ -22,7 +22,7 @@ from pathlib import Path
 if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
     import _bootstrap  # noqa: F401
 
-from jobs.common import add_config_arguments, deep_merge, init_ray, load_config, run_main  # noqa: E402
+from jobs.common import add_config_arguments, deep_merge, init_ray, load_config, log_dir_for, run_main  # noqa: E402
 
 DEFAULTS = {
     "backend": {"concurrency": 1, "max_retries": 3, "batch_size": 8, "api_key_env": "OPENAI_API_KEY"},
@@ -105,7 +105,7 @@ def _instructions(args, config) -> None:
     si_config = SelfInstructConfig.from_dict(si)
     backend = make_backend(args.backend, **config["backend"])
     backend.check_ready()  # an unreachable server fails here, before Ray starts and before any round
-    init_ray(config["ray"].get("num_cpus"))
+    init_ray(config["ray"].get("num_cpus"), log_dir=log_dir_for(args.output), verbose=args.verbose)
     # The card records the settings in effect (tiny-model profile included), not just the overrides.
     job_config = {**config, "self_instruct": asdict(si_config), "seeds": str(seeds), "backend_spec": args.backend}
     run_instructions(seeds, backend, args.output, si_config, checkpoint_dir=args.checkpoint_dir,
@@ -147,7 +147,7 @@ def _sampled(args, config) -> None:
     policy = make_backend(args.policy, **config["backend"])
     policy.check_ready()
     scorer = _scorer(args, config)  # checks the judge server too: every input is checked before Ray starts
-    init_ray(config["ray"].get("num_cpus"))
+    init_ray(config["ray"].get("num_cpus"), log_dir=log_dir_for(args.output), verbose=args.verbose)
     if preferences:
         rows, dropped, stages, run = build_preferences(prompts, policy, scorer, cfg)
     else:

@@ -17,7 +17,7 @@ import sys
 if not __package__:  # run as `python jobs/X.py`: see jobs/_bootstrap.py
     import _bootstrap  # noqa: F401
 
-from jobs.common import add_config_arguments, init_ray, load_config, run_main  # noqa: E402
+from jobs.common import add_config_arguments, init_ray, load_config, log_dir_for, run_main  # noqa: E402
 
 # flag -> config key; a flag left unset does not override the YAML
 FLAGS = {
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
         raw["data_options"] = {**(raw.get("data_options") or {}), "reward_model": args.reward_model}
     cfg = parse_train_config(raw)
     preflight(cfg)  # bad options fail here, before Ray starts
-    init_ray()
+    init_ray(log_dir=log_dir_for(cfg.launch.output, dataset=False), verbose=args.verbose)
     try:
         summary = run_training(cfg)
     except TrainingRunError as exc:  # a worker failed (e.g. NaN loss): one clear line, not a Ray traceback
