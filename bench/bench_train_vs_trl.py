@@ -66,7 +66,9 @@ def run_process(cmd: list[str], log: Path, env: dict | None = None) -> dict:
 
 def step_records(records: list[dict]) -> list[dict]:
     """One record per optimizer step (the per-step log lines), in step order."""
-    by_step = {r["step"]: r for r in records if "loss" in r and "train_runtime" not in r}
+    # raymill's per-step lines carry train_runtime too (include_num_input_tokens_seen); the
+    # end-of-training summary line is the one with train_loss.
+    by_step = {r["step"]: r for r in records if "loss" in r and "train_loss" not in r}
     return [by_step[s] for s in sorted(by_step)]
 
 
