@@ -46,6 +46,22 @@ class TrainOptions:
     seed: int = 0
 
 
+def _train_supervised(fasttext, train_file: str, options: TrainOptions):
+    """fastText's SGD can diverge ("Encountered NaN") on a small, skewed set at a high rate:
+    retry at half the learning rate, twice, before giving up."""
+    lr = options.lr
+    for attempt in range(3):
+        try:
+            return fasttext.train_supervised(input=train_file, epoch=options.epochs, lr=lr,
+                                             wordNgrams=options.word_ngrams, dim=options.dim,
+                                             minCount=options.min_count, bucket=options.bucket, seed=options.seed,
+                                             thread=1, verbose=0)
+        except RuntimeError as exc:
+            if "NaN" not in str(exc) or attempt == 2:
+                raise
+            lr /= 2
+
+
 @dataclass
 class TrainReport:
     model: str
@@ -123,9 +139,7 @@ def train_classifier(examples: Iterable[tuple[str, str]], output: str | Path, op
             fh.write(f"{LABEL_PREFIX}{label} {text}\n")
         train_file = fh.name
     try:
-        model = fasttext.train_supervised(input=train_file, epoch=options.epochs, lr=options.lr,
-                                          wordNgrams=options.word_ngrams, dim=options.dim, minCount=options.min_count,
-                                          bucket=options.bucket, seed=options.seed, thread=1, verbose=0)
+        model = _train_supervised(fasttext, train_file, options)
     finally:
         Path(train_file).unlink(missing_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")

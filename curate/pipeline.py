@@ -241,7 +241,10 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
         if any(actor for _, _, actor in segment):
             ds = ds.map_batches(ChainActor, fn_constructor_kwargs={"factories": factories, "clock": clock},
                                 batch_size=batch_size, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=config.runtime.actor_cpus)
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=config.runtime.actor_cpus,
+                                # One actor per node before two on one: the model stages' CPU
+                                # work spreads over the cluster instead of packing the head node.
+                                scheduling_strategy="SPREAD")
         else:
             ds = ds.map_batches(ChainTask(factories, clock), batch_size=batch_size, batch_format="pyarrow",
                                 num_cpus=task_cpus)
