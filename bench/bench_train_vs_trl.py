@@ -82,7 +82,10 @@ def steady(steps: list[dict], token_key: str | None) -> dict:
         tokens = last[token_key] - first[token_key]
         out.update(tokens_per_s=tokens / seconds, tokens_per_step=tokens / n)
     deltas = [b["time_s"] - a["time_s"] for a, b in zip(steps[WARMUP_STEPS:], steps[WARMUP_STEPS + 1:])]
+    # The median step is what a load spike from another process on a shared machine moves least.
     out["median_s_per_step"] = statistics.median(deltas)
+    if token_key:
+        out["median_tokens_per_s"] = out["tokens_per_step"] / out["median_s_per_step"]
     return out
 
 
@@ -147,9 +150,12 @@ def compare(stage: str, runs: list[dict]) -> dict:
     for a, b in zip(mine, peer):
         if stage == "sft":
             row = {"steady_tokens_per_s_ratio": a["steady"]["tokens_per_s"] / b["steady"]["tokens_per_s"],
+                   "median_step_tokens_per_s_ratio": (a["steady"]["tokens_per_step"] / a["steady"]["median_s_per_step"])
+                   / (b["steady"]["tokens_per_step"] / b["steady"]["median_s_per_step"]),
                    "e2e_tokens_per_s_ratio": end_to_end(a, stage)["tokens_per_s"] / end_to_end(b, stage)["tokens_per_s"]}
         else:
             row = {"steady_s_per_step_ratio": a["steady"]["s_per_step"] / b["steady"]["s_per_step"],
+                   "median_s_per_step_ratio": a["steady"]["median_s_per_step"] / b["steady"]["median_s_per_step"],
                    "e2e_s_per_step_ratio": end_to_end(a, stage)["s_per_step"] / end_to_end(b, stage)["s_per_step"]}
         rounds.append({k: round(v, 3) for k, v in row.items()})
     med = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]} if rounds else {}
@@ -179,9 +185,12 @@ def markdown_rows(result: dict) -> str:
         for run in result.get(stage, {}).get("runs", []):
             e2e = end_to_end(run, stage)
             if stage == "sft":
-                st, ee = f"{run['steady']['tokens_per_s']:.0f} tok/s", f"{e2e['tokens_per_s']:.0f} tok/s"
+                st = (f"{run['steady']['tokens_per_s']:.0f} tok/s "
+                      f"(median step {run['steady']['tokens_per_step'] / run['steady']['median_s_per_step']:.0f})")
+                ee = f"{e2e['tokens_per_s']:.0f} tok/s"
             else:
-                st, ee = f"{run['steady']['s_per_step']:.3f} s/step", f"{e2e['s_per_step']:.3f} s/step"
+                st = f"{run['steady']['s_per_step']:.3f} s/step (median {run['steady']['median_s_per_step']:.3f})"
+                ee = f"{e2e['s_per_step']:.3f} s/step"
             note = ""
             if run["side"] == "raymill" and stage == "sft":
                 d = run["data"]
