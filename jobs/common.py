@@ -178,6 +178,10 @@ def init_ray(num_cpus: int | None = None, *, log_dir: str | Path | None = None, 
     quiet_console(log_dir, verbose)
     kwargs: dict[str, Any] = {"log_to_driver": verbose or log_dir is None}
     if not os.environ.get("RAY_ADDRESS"):
+        # Ray starts workers at niceness 15 (RAY_worker_niceness): on a shared CPU box the embedded
+        # job's trainer and pipeline actors would run at the lowest priority against every other
+        # process (measured: the main cause of raymill's slower steps beside TRL under load).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         # address="local": a plain ray.init() would join any `ray start` cluster left on this
         # machine and then refuse num_cpus; without RAY_ADDRESS the job is documented as embedded.
         kwargs["address"] = "local"
