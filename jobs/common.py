@@ -92,6 +92,12 @@ def quiet_console(log_dir: str | Path | None, verbose: bool = False) -> Path | N
 
     for name in QUIET_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    if not verbose:
+        import warnings
+
+        # Ray Data's notice that it passes our per-operator CPU request on as ray_remote_args:
+        # for Ray's developers, shown on every run, nothing a user can change (-v shows it).
+        warnings.filterwarnings("ignore", message=r".*`ray_remote_args` is deprecated")
     if log_dir is None:
         return None
     log_dir = Path(log_dir)
