@@ -47,7 +47,7 @@ def test_read_documents_and_extract_in_workers(ray_session, tmp_path):
 class _StallingExtract(ExtractStage):
     """An extractor that never returns: the time limit must fire inside a Ray worker."""
 
-    def _trafilatura(self, html, url):
+    def _trafilatura(self, html, url, fast=False):
         x = 0
         while True:
             x += 1

@@ -88,12 +88,13 @@ def test_api_key_comes_from_the_environment_and_is_never_written(ray_session, tm
 
 
 def test_embedded_ray_dashboard_listens_on_loopback_only(tmp_path):
-    """A job run without RAY_ADDRESS starts its own Ray (jobs.common.init_ray): its dashboard
-    must not listen on a public interface. Checked on the real listening sockets."""
+    """A job run without RAY_ADDRESS starts its own Ray (jobs.common.init_ray), without a
+    dashboard unless asked; asked for (RAYMILL_DASHBOARD=1), the dashboard must not listen on a
+    public interface. Checked on the real listening sockets."""
     probe = (
         "import json, psutil, ray\n"
         "from jobs.common import init_ray\n"
-        "init_ray(1)\n"
+        "init_ray(1, dashboard=True)\n"
         "url = ray._private.worker.global_worker.node.address_info['webui_url']\n"
         "port = int(url.rsplit(':', 1)[1])\n"
         "hosts = sorted({c.laddr.ip for c in psutil.net_connections('tcp')\n"
