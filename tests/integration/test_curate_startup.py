@@ -34,7 +34,8 @@ def test_embedded_ray_starts_without_the_dashboard_and_logs_to_the_run_directory
     assert not got["webui_url"], got  # no dashboard web server
     assert "Started a local Ray instance" not in got["stderr"]
     log = (tmp_path / "logs" / "ray.log").read_text(encoding="utf-8")
-    assert "ray" in log
+    # Ray's own start-up line lands in the file instead of the console (the rest varies by run).
+    assert "started a local ray instance" in log.lower()
     assert (tmp_path / "logs" / "ray-session").resolve().is_dir()
 
 
