@@ -154,7 +154,8 @@ def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate:
                   max_steps: int, resume_from: str | None = None, extra_callbacks: list | None = None,
                   trainer_class: type[Trainer] = StreamTrainer, save_final: bool = True, rank: int = 0,
                   build_model: Callable | None = None, after_training: Callable | None = None,
-                  eval_rows: Callable[[], Iterable[dict]] | None = None) -> dict:
+                  eval_rows: Callable[[], Iterable[dict]] | None = None,
+                  make_collate: Callable | None = None) -> dict:
     """Train on a row stream with the HF Trainer; returns the final metrics (rank 0 writes the outputs).
 
     The one worker body of the Trainer-based stages, in the same order for each: tokenizer,
@@ -173,7 +174,8 @@ def run_causal_lm(cfg: TrainConfig, rows: Callable[[], Iterable[dict]], collate:
     # which keeps packed examples from attending to each other; training needs no cache.
     model.config.use_cache = False
     if collate is None:
-        collate = default_collate(cfg.data.packing, tokenizer.pad_token_id)
+        # A collate that needs the tokenizer (its pad id) is built from the one loaded here.
+        collate = make_collate(tokenizer) if make_collate else default_collate(cfg.data.packing, tokenizer.pad_token_id)
     trainable, total = count_parameters(model)
 
     done = trained_steps(resume_from)

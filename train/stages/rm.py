@@ -161,16 +161,10 @@ def run_reward_model(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_fro
         _save(trainer, tokenizer, run_dir / "model", cfg, {**metrics, **extra}, is_main=trainer.args.process_index == 0)
         return extra
 
-    collate = PreferenceCollator(load_tokenizer_pad_id(cfg))
-    return run_causal_lm(cfg, rows, collate, run_dir, max_steps, resume_from=resume_from,
+    return run_causal_lm(cfg, rows, None, run_dir, max_steps, resume_from=resume_from,
                          extra_callbacks=extra_callbacks, trainer_class=trainer_class, save_final=False, rank=rank,
-                         build_model=build_model, after_training=after_training)
-
-
-def load_tokenizer_pad_id(cfg: TrainConfig) -> int:
-    from train.model_loading import load_tokenizer
-
-    return load_tokenizer(cfg.model).pad_token_id
+                         build_model=build_model, after_training=after_training,
+                         make_collate=lambda tokenizer: PreferenceCollator(tokenizer.pad_token_id))
 
 
 def _save(trainer, tokenizer, path: Path, cfg: TrainConfig, metrics: dict, is_main: bool) -> None:
