@@ -25,7 +25,8 @@ import torch
 
 from train.args import TrainConfig
 from train.distributed import mean_across_ranks
-from train.losses import dpo_loss, sequence_logps
+from train.completion_logps import add_completion_head, completion_logps
+from train.losses import dpo_loss
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import (NO_REFERENCE, PreferenceOptions, build_preference_dataset, publish_eval,
                                           read_eval_pairs)
@@ -38,6 +39,11 @@ def _unwrap(model):
     while hasattr(model, "module"):  # DDP / DeepSpeed engine
         model = model.module
     return model
+
+
+def _hf_model(model):
+    model = _unwrap(model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def is_peft(model) -> bool:
@@ -69,6 +75,10 @@ class DPOStreamTrainer(StreamTrainer):
             raise ValueError("reference=adapter needs a LoRA/QLoRA model")
         if self.reference == "copy":
             self.ref_model = self._load_reference_copy()
+        # Log-probs of the response tokens only, without the [batch, T, vocab] logits.
+        for model in (self.model, self.ref_model):
+            if model is not None:
+                add_completion_head(_hf_model(model))
 
     def _load_reference_copy(self):
         import dataclasses
@@ -85,8 +95,8 @@ class DPOStreamTrainer(StreamTrainer):
     # ------------------------------------------------------------ log-probs
     @staticmethod
     def _logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        return sequence_logps(logits, batch["labels"])
+        out = completion_logps(model, batch)
+        return out.logps, out.counts
 
     @torch.no_grad()
     def reference_logps(self, model, batch) -> torch.Tensor | None:

@@ -1,0 +1,98 @@
+"""The completion head gives the same log-probs and gradients as the model's full logits."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train.completion_logps import add_completion_head, completion_logps, labelled_token_logps
+from train.losses import sequence_logps
+
+
+def _tiny_model(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def _batch(seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, 97, (4, 20), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 15:] = 0  # right padding
+    attention_mask[3, 9:] = 0
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, :6] = -100  # the prompt
+    labels[2, 6:11] = -100  # a longer prompt
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _reference(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    return sequence_logps(logits, batch["labels"])
+
+
+@pytest.mark.parametrize("chunk_tokens", [4096, 7])  # one chunk, and many (checkpointed) chunks
+def test_values_and_gradients_match_full_logits(chunk_tokens):
+    batch = _batch()
+    plain, patched = _tiny_model(), _tiny_model()
+    assert add_completion_head(patched, chunk_tokens=chunk_tokens)
+    want_logps, want_counts = _reference(plain, batch)
+    got = completion_logps(patched, batch)
+    assert torch.equal(got.counts, want_counts)
+    torch.testing.assert_close(got.logps, want_logps, atol=1e-5, rtol=1e-5)
+    want_logps.sum().backward()
+    got.logps.sum().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), patched.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+    # The ordinary forward is unchanged (generation, SFT losses).
+    out = patched(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert out.shape == (4, 20, 97)
+
+
+def test_lora_model_and_disabled_adapter():
+    from peft import LoraConfig, get_peft_model
+
+    batch = _batch(3)
+    base = _tiny_model(2)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "lm_head"],
+                                            init_lora_weights=False))
+    want = _reference(model, batch)[0]
+    assert add_completion_head(model.get_base_model())
+    torch.testing.assert_close(completion_logps(model, batch).logps, want, atol=1e-5, rtol=1e-5)
+    with model.disable_adapter():
+        off_want = _reference(model, batch)[0]
+        off = completion_logps(model, batch).logps
+    torch.testing.assert_close(off, off_want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(off, want)  # the adapter changes the log-probs: the test can tell
+
+
+def test_soft_capped_models_keep_the_full_path():
+    model = _tiny_model()
+    model.config.final_logit_softcapping = 30.0
+    assert not add_completion_head(model)
+    batch = _batch()
+    torch.testing.assert_close(completion_logps(model, batch).logps, _reference(model, batch)[0])
+
+
+def test_rows_without_labels_sum_to_zero():
+    hidden = torch.randn(2, 5, 8)
+    labels = torch.full((2, 5), -100)
+    labels[0, 3:] = torch.tensor([1, 2])
+    out = labelled_token_logps(hidden, labels, torch.nn.Linear(8, 11, bias=False))
+    assert out.counts.tolist() == [2, 0] and out.logps[1].item() == 0.0 and out.logps[0].item() < 0
+
+
+def test_a_deep_copy_uses_its_own_weights():
+    import copy
+
+    batch = _batch()
+    model = _tiny_model()
+    add_completion_head(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.get_output_embeddings().weight.mul_(2.0)
+    assert not torch.allclose(completion_logps(twin, batch).logps, completion_logps(model, batch).logps)
+    torch.testing.assert_close(completion_logps(twin, batch).logps, _reference(twin, batch)[0], atol=1e-5, rtol=1e-5)
