@@ -44,6 +44,7 @@ class PreferenceOptions:
     eval_fraction: float = 0.1  # pairs held out for eval metrics (by id hash)
     max_eval_pairs: int = 512
     num_actors: int = 1  # tokenizer actors
+    tokenized_cache: str = "auto"  # auto (the token cache's default root) | off | a directory
     # dpo
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | hinge | ipo | orpo | simpo (the last two need no reference)
@@ -127,7 +128,6 @@ class TokenizePairs:
     def __call__(self, batch: dict) -> pa.Table:
         from train.preference_data import tokenize_pair, tokenize_ranked
 
-        ids_type = pa.list_(pa.int32())
         cols: dict[str, list] = {k: [] for k in ("id", "split", "prompt_ids", "chosen_ids", "rejected_ids",
                                                  RANKED_COLUMN, "margin", "drop_reason")}
         for rid, kind, record, reason in zip(batch["id"], batch["kind"], batch["record"], batch["drop_reason"]):
@@ -152,14 +152,17 @@ class TokenizePairs:
                     cols[key].append(None)
                 cols["margin"].append(None)
                 cols["drop_reason"].append(str(out))
-        return pa.table({
-            "id": pa.array(cols["id"], pa.string()), "split": pa.array(cols["split"], pa.string()),
-            "prompt_ids": pa.array(cols["prompt_ids"], ids_type), "chosen_ids": pa.array(cols["chosen_ids"], ids_type),
-            "rejected_ids": pa.array(cols["rejected_ids"], ids_type),
-            RANKED_COLUMN: pa.array(cols[RANKED_COLUMN], pa.list_(ids_type)),
-            "margin": pa.array(cols["margin"], pa.float64()),
-            "drop_reason": pa.array(cols["drop_reason"], pa.string()),
-        })
+        return pa.table({name: cols[name] for name in PAIR_SCHEMA.names}, schema=PAIR_SCHEMA)
+
+    @staticmethod
+    def empty_table() -> pa.Table:
+        return PAIR_SCHEMA.empty_table()
+
+
+_IDS = pa.list_(pa.int32())
+PAIR_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("prompt_ids", _IDS), ("chosen_ids", _IDS),
+                         ("rejected_ids", _IDS), (RANKED_COLUMN, pa.list_(_IDS)), ("margin", pa.float64()),
+                         ("drop_reason", pa.string())])
 
 
 def toy_data_path() -> str:
@@ -207,18 +210,16 @@ class PreferenceStats(dict):
         return [StageCount(stage=self["stage"], rows_in=self["rows_in"], kept=self["kept"], dropped=dict(self["dropped"]))]
 
 
-def build_preference_dataset(cfg: TrainConfig):
-    """(Ray Dataset of tokenized training pairs, stats dict); writes the eval pairs into the run dir."""
+PAIRS_CACHE_FORMAT = 1  # bump when TokenizePairs' output changes meaning: old cache entries are ignored
+
+
+def _tokenize_pairs(cfg: TrainConfig, options: PreferenceOptions, weighted) -> pa.Table:
+    """Every input record as one row of TokenizePairs' table (tokens, or a drop reason)."""
+    import ray
     import ray.data
 
-    from train.ingest import records_dataset, resolve_data
+    from train.ingest import records_dataset
 
-    options = PreferenceOptions.from_config(cfg)
-    data = cfg.data.data or [toy_data_path()]
-    weighted = resolve_data(data)
-    not_pref = [w.spec.name for w in weighted if w.spec.kind not in PREFERENCE_KINDS]
-    if not_pref:
-        raise TrainConfigError(f"stage {cfg.launch.stage!r} needs preference data; not preference: {not_pref}")
     records = records_dataset([w.spec for w in weighted], [w.weight for w in weighted], seed=cfg.training.seed)
     tokenized = records.map_batches(
         TokenizePairs, batch_format="numpy", zero_copy_batch=False, batch_size=256,
@@ -226,31 +227,85 @@ def build_preference_dataset(cfg: TrainConfig):
         fn_constructor_kwargs=dict(tokenizer_path=str(cfg.model.tokenizer or cfg.model.model),
                                    template=cfg.data.template, cutoff_len=cfg.data.cutoff_len,
                                    eval_fraction=options.eval_fraction),
-    ).materialize()
+    )
+    tables = [t for t in ray.get(list(tokenized.to_arrow_refs())) if t.num_rows]
+    return pa.concat_tables(tables) if tables else TokenizePairs.empty_table()
 
-    card_rows = tokenized.map_batches(pair_card_rows, batch_format="pyarrow", zero_copy_batch=True).materialize()
-    summary = card_rows.select_columns(["split", "drop_reason"]).to_pandas()
-    drops = Counter(summary["drop_reason"].dropna().tolist())
-    kept = summary["drop_reason"].isna()
+
+def _cached_pairs(cfg: TrainConfig, options: PreferenceOptions, weighted) -> tuple[pa.Table, bool]:
+    """(tokenized pairs, reused): read from the token cache, or tokenized once into it.
+
+    Keyed like the packed-row cache (train.token_cache): data files, tokenizer files and
+    every setting that changes a row, so a rerun or a sweep over training options
+    tokenizes nothing and starts no tokenizer actors."""
+    import pyarrow.parquet as pq
+
+    from schemas.dataset_io import atomic_output_dir
+    from train import token_cache
+
+    if options.tokenized_cache == "off":
+        return _tokenize_pairs(cfg, options, weighted), False
+    root = Path(options.tokenized_cache) if options.tokenized_cache != "auto" \
+        else token_cache.default_cache_root(cfg.launch.output)
+    tokenizer = str(cfg.model.tokenizer or cfg.model.model)
+    settings = {"kind": "pairs", "format": PAIRS_CACHE_FORMAT, "template": cfg.data.template,
+                "cutoff_len": cfg.data.cutoff_len, "eval_fraction": options.eval_fraction, "seed": cfg.training.seed,
+                "mix": [(w.spec.name, w.spec.format, dict(w.spec.columns), w.weight) for w in weighted]}
+    target = root.expanduser() / ("pairs-" + token_cache.fingerprint(
+        [f for w in weighted for f in w.spec.files()], tokenizer, settings))
+    if token_cache.is_cached(target):
+        return pq.read_table(target / "pairs.parquet"), True
+    table = _tokenize_pairs(cfg, options, weighted)
+    with atomic_output_dir(target) as tmp:
+        pq.write_table(table, tmp / "pairs.parquet")
+    return table, False
+
+
+def build_preference_dataset(cfg: TrainConfig):
+    """(Ray Dataset of tokenized training pairs, stats dict); writes the eval pairs into the run dir.
+
+    The tokenized set is small enough to hold as one Arrow table on the driver (a 100k-pair
+    set at ~1k tokens a response is ~1 GB of int32), so the counts, the card rows and the
+    splits are computed from it directly rather than in more Ray Data passes."""
+    import pyarrow.compute as pc
+    import ray.data
+
+    from train.ingest import resolve_data
+
+    options = PreferenceOptions.from_config(cfg)
+    data = cfg.data.data or [toy_data_path()]
+    weighted = resolve_data(data)
+    not_pref = [w.spec.name for w in weighted if w.spec.kind not in PREFERENCE_KINDS]
+    if not_pref:
+        raise TrainConfigError(f"stage {cfg.launch.stage!r} needs preference data; not preference: {not_pref}")
+    tokenized, reused = _cached_pairs(cfg, options, weighted)
+
+    card_rows = pair_card_rows(tokenized)
+    kept = pc.is_null(tokenized.column("drop_reason"))
+    is_train = pc.and_(kept, pc.equal(tokenized.column("split"), "train"))
+    is_eval = pc.and_(kept, pc.equal(tokenized.column("split"), "eval"))
+    drops = Counter(r for r in tokenized.column("drop_reason").to_pylist() if r is not None)
     stats = PreferenceStats({
-        "stage": "preference_tokenize", "rows_in": int(len(summary)), "kept": int(kept.sum()),
+        "stage": "preference_tokenize", "rows_in": tokenized.num_rows, "kept": int(pc.sum(kept).as_py() or 0),
         "dropped": dict(sorted(drops.items())),
-        "train_pairs": int((kept & (summary["split"] == "train")).sum()),
-        "eval_pairs": int((kept & (summary["split"] == "eval")).sum())}, card_rows)
+        "train_pairs": int(pc.sum(is_train).as_py() or 0), "eval_pairs": int(pc.sum(is_eval).as_py() or 0),
+        "tokenized_cache_reused": reused}, card_rows)
     if stats["rows_in"] != stats["kept"] + sum(drops.values()):
         raise RuntimeError(f"preference accounting does not add up: {stats}")
     if stats["train_pairs"] == 0:
         raise TrainConfigError(f"no training pairs left after tokenizing: {stats}")
 
-    def keep(split: str):
-        return tokenized.filter(lambda r: r["drop_reason"] is None and r["split"] == split)
-
-    eval_rows = keep("eval").limit(options.max_eval_pairs).take_all() if stats["eval_pairs"] else []
+    eval_rows = tokenized.filter(is_eval).slice(0, options.max_eval_pairs).to_pylist()
     write_eval_pairs(Path(cfg.launch.output).expanduser().resolve(), eval_rows)
     # Only the reward model trains on whole lists; DPO's loss is pairwise (best vs worst).
     unused = ["split", "drop_reason"] + ([RANKED_COLUMN] if cfg.launch.stage != "rm" else [])
-    train = keep("train").drop_columns(unused).materialize()
-    return train, stats
+    train = tokenized.filter(is_train).drop_columns(unused)
+    # Several blocks, so streaming_split can hand each training worker its share.
+    blocks = [train.slice(i, TRAIN_BLOCK_ROWS) for i in range(0, train.num_rows, TRAIN_BLOCK_ROWS)]
+    return ray.data.from_arrow(blocks), stats
+
+
+TRAIN_BLOCK_ROWS = 256
 
 
 def _plain(value: Any) -> Any:
@@ -263,6 +318,7 @@ def _plain(value: Any) -> Any:
 
 def write_eval_pairs(run_dir: Path, rows: list[dict]) -> Path:
     path = run_dir / EVAL_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as out:
         for row in rows:
