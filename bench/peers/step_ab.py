@@ -63,7 +63,8 @@ def dpo_pair(work: Path, model_path: str, batch_size: int):
     ds = load_dataset("json", data_files=str(data), split="train").select_columns(["prompt", "chosen", "rejected"])
     trl = DPOTrainer(model=trl_model, processing_class=tokenizer, train_dataset=ds, args=DPOConfig(
         output_dir=str(work / "trl"), per_device_train_batch_size=batch_size, max_length=512, beta=0.1,
-        use_cpu=True, report_to="none", learning_rate=1e-4))
+        use_cpu=True, report_to="none", learning_rate=1e-4,
+        bf16=False, fp16=False, gradient_checkpointing=False, optim="adamw_torch"))  # as raymill: fp32, no checkpointing
     trl.create_optimizer_and_scheduler(100)
     trl_batch = trl.data_collator([trl.train_dataset[i] for i in range(batch_size)])
     shapes = {"ours": list(ours_batch["input_ids"].shape), "trl": list(trl_batch["input_ids"].shape)}

@@ -49,6 +49,9 @@ def main() -> None:
         learning_rate=1e-4, lr_scheduler_type="linear", logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=True, disable_tqdm=True, seed=42, max_length=args.max_length, beta=0.1, loss_type=["sigmoid"],
         dataloader_num_workers=0,
+        # TRL's configs default to bf16 autocast and gradient checkpointing; raymill's bench run is fp32
+        # without checkpointing, with torch's (unfused) AdamW: the same work on both sides.
+        bf16=False, fp16=False, gradient_checkpointing=False, optim="adamw_torch",
     )
     clock = step_clock_callback(out / "steps.jsonl")
     setup_s = time.perf_counter() - START
