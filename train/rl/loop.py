@@ -12,7 +12,9 @@
 Every worker rolls out its own prompts; the G samples of a prompt stay on one worker, so
 group baselines need no communication. Batch-wide statistics (whitening, REINFORCE++'s
 normalisation, running reward moments, metrics) are all-reduced so every worker uses the
-same numbers, and gradients are averaged before each optimizer step.
+same numbers, and gradients are averaged before each optimizer step. Token means in the loss
+divide by the token count of the whole minibatch over all workers (not the worker's own), so
+N workers take the same update as one worker on their joint batch.
 """
 from __future__ import annotations
 
@@ -209,6 +211,7 @@ class RLLoop:
             for start in range(0, n, size):
                 rows = order[start:start + size]
                 mb, m = batch.select(rows), mask[rows]
+                num_tokens = self._tokens_per_worker(m)
                 out, shared_values = self.models.policy(mb, o.temperature, with_entropy=True)
                 terms = policy_objective(
                     out.logps, old_logps[rows], advantages[rows], m, aggregation=o.aggregation(),
@@ -216,14 +219,14 @@ class RLLoop:
                     ref_logps=ref_logps[rows] if o.kl_placement == "loss" else None,
                     kl_coef_in_loss=self.kl.value if o.kl_placement == "loss" else 0.0, kl_estimator=o.kl_estimator,
                     kl_importance_weighted=o.kl_importance_weighted, entropy=out.entropy,
-                    entropy_coef=o.entropy_coef, max_tokens=o.max_new_tokens)
+                    entropy_coef=o.entropy_coef, max_tokens=o.max_new_tokens, num_tokens=num_tokens)
                 loss = terms.loss
                 metrics = {"policy_loss": terms.policy.item(), "clip_fraction": terms.clip_fraction.item(),
                            "entropy": terms.entropy.item(), "approx_kl_old": terms.approx_kl_old.item()}
                 if self.models.critic_mode:
                     values = shared_values if shared_values is not None else self.models.values(mb)
                     per_token, value_clipped = clipped_value_loss(values, old_values[rows], returns[rows], o.value_clip)
-                    value_loss = aggregate(per_token, m, "token_mean")
+                    value_loss = aggregate(per_token, m, "token_mean", num_tokens=num_tokens)
                     loss = loss + o.vf_coef * value_loss
                     metrics["value_loss"] = value_loss.item()
                     metrics["value_clip_fraction"] = adv.masked_mean(value_clipped, m).item()
@@ -245,6 +248,19 @@ class RLLoop:
                 updates += 1
         self.scheduler.step()
         return {k: v / updates for k, v in sums.items()}
+
+    def _tokens_per_worker(self, mask: torch.Tensor) -> float | None:
+        """The token-mean denominator of this minibatch: its real tokens over every worker / world size.
+
+        Each worker's loss is Σ its tokens / this, so the mean of the workers' gradients (what
+        average_gradients makes) is the gradient of Σ all tokens / all tokens: the same update as
+        one worker on the whole batch. Each worker's own token count instead would weigh a token
+        by 1 / (its worker's count): workers with short responses would count more.
+        None in a single process (the mask's own count is the whole batch's)."""
+        if self.world_size == 1:
+            return None
+        total = all_reduce_sum(mask.detach().sum().reshape(1).double()).item()
+        return total / self.world_size
 
     def _stop_if_not_finite(self, loss, logps, mask, prompts: list[str]) -> None:
         bad_rows = (~torch.isfinite(logps) & mask.bool()).any(dim=1)

@@ -7,6 +7,12 @@ How a per-token term becomes a scalar is the `aggregation`:
 - "token_mean":    mean over every real token of the batch (PPO);
 - "sequence_mean": mean over each sequence's tokens, then over sequences (GRPO, as TRL's "grpo");
 - "token_sum_norm": sum over tokens / (batch · max_new_tokens) (Dr. GRPO: no length bias).
+
+Data parallel: every worker holds the same number of sequences, so "sequence_mean" and
+"token_sum_norm" of a worker's rows, averaged over the workers' gradients, are those of the
+whole batch. A token mean is not: each worker's own token count differs. The loop therefore
+passes `num_tokens` = (real tokens of the whole minibatch over every worker) / world size,
+so that the mean of the workers' gradients is the gradient of the whole batch's token mean.
 """
 from __future__ import annotations
 
@@ -20,10 +26,21 @@ AGGREGATIONS = ("token_mean", "sequence_mean", "token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str, max_tokens: int | None = None) -> torch.Tensor:
+def token_mean(per_token: torch.Tensor, mask: torch.Tensor, num_tokens: float | None = None) -> torch.Tensor:
+    """Σ masked values / the number of tokens: the mask's own count, or `num_tokens` when given
+    (data parallel: the whole batch's count / world size, see the module docstring)."""
+    mask = mask.to(per_token.dtype)
+    if num_tokens is None:
+        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    # A given count may be fractional (a total / world size), so it is not clamped to 1.
+    return (per_token * mask).sum() / max(float(num_tokens), 1e-8)
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str, max_tokens: int | None = None,
+              num_tokens: float | None = None) -> torch.Tensor:
     mask = mask.to(per_token.dtype)
     if aggregation == "token_mean":
-        return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+        return token_mean(per_token, mask, num_tokens)
     if aggregation == "sequence_mean":
         return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     if aggregation == "token_sum_norm":
@@ -117,13 +134,17 @@ def policy_objective(logps: torch.Tensor, old_logps: torch.Tensor, advantages: t
                      aggregation: str, clip_low: float, clip_high: float | None = None,
                      ref_logps: torch.Tensor | None = None, kl_coef_in_loss: float = 0.0, kl_estimator: str = "k3",
                      kl_importance_weighted: bool = False, entropy: torch.Tensor | None = None,
-                     entropy_coef: float = 0.0, max_tokens: int | None = None) -> PolicyLossTerms:
+                     entropy_coef: float = 0.0, max_tokens: int | None = None,
+                     num_tokens: float | None = None) -> PolicyLossTerms:
     """Clipped surrogate (+ β·KL per token when the KL is in the loss) aggregated as asked,
     minus the entropy bonus (always a token mean, so its scale does not depend on the aggregation).
 
     `kl_importance_weighted` multiplies the per-token KL by the ratio π/π_old: the samples come
     from π_old, so this makes the KL's gradient the unbiased reverse-KL gradient (DeepSeek-V3.2;
-    TRL's GRPOTrainer does it by default, `use_bias_correction_kl`)."""
+    TRL's GRPOTrainer does it by default, `use_bias_correction_kl`).
+
+    `num_tokens` replaces the mask's token count in every token mean (the "token_mean"
+    aggregation and the entropy bonus): the loop's data-parallel normaliser."""
     per_token, clipped = clipped_surrogate(logps, old_logps, advantages, clip_low, clip_high)
     zero = logps.new_zeros(())
     kl = zero
@@ -133,11 +154,11 @@ def policy_objective(logps: torch.Tensor, old_logps: torch.Tensor, advantages: t
         if kl_importance_weighted:
             per_token_kl = per_token_kl * torch.exp(logps - old_logps)
         per_token = per_token + kl_coef_in_loss * per_token_kl
-    policy = aggregate(per_token, mask, aggregation, max_tokens)
+    policy = aggregate(per_token, mask, aggregation, max_tokens, num_tokens)
     loss = policy
     mean_entropy = zero
     if entropy is not None:
-        mean_entropy = masked_mean(entropy, mask)
+        mean_entropy = token_mean(entropy, mask, num_tokens)
         if entropy_coef:
             loss = loss - entropy_coef * mean_entropy
     with torch.no_grad():
