@@ -29,7 +29,7 @@ class ModelArguments:
     from_scratch: bool = False  # pt only: random init from `model_config` (or the model's config)
     model_config: str | None = None  # config.json file or directory for --from-scratch
     dtype: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision for bf16/fp16)
-    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2
+    attn_implementation: str = "auto"  # auto | sdpa | sdpa_segments | eager | flash_attention_2 (auto: flash on GPU, sdpa_segments on CPU)
     trust_remote_code: bool = False
 
 

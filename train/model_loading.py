@@ -6,6 +6,7 @@ here by capability, so the rest of the training code never branches on the devic
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -37,12 +38,33 @@ def resolve_model_path(name: str) -> str:
 
 
 def pick_attn_implementation(requested: str, use_gpu: bool) -> str:
-    """flash_attention_2 when flash-attn and a GPU are present, SDPA otherwise; an explicit choice wins."""
+    """flash_attention_2 when flash-attn and a GPU are present; on CPU SDPA per packed example
+    (train.segment_attention); SDPA otherwise. An explicit choice wins."""
     if requested != "auto":
         if requested == "flash_attention_2" and not (use_gpu and _flash_attn_usable()):
             raise ModelLoadError("attn_implementation flash_attention_2 needs a CUDA GPU and the flash-attn package")
+        if requested == "sdpa_segments":
+            from train.segment_attention import register
+
+            register()
         return requested
-    return "flash_attention_2" if use_gpu and _flash_attn_usable() else "sdpa"
+    if use_gpu:
+        return "flash_attention_2" if _flash_attn_usable() else "sdpa"
+    from train.segment_attention import register
+
+    return register()
+
+
+def _with_attn_fallback(load, attn: str):
+    """Load with `attn`; a model class that takes no custom attention function (older
+    remote-code models) gets plain SDPA instead of an error."""
+    try:
+        return load(attn)
+    except ValueError as exc:
+        if attn != "sdpa_segments" or "attn" not in str(exc).lower():
+            raise
+        logging.getLogger(__name__).info("model takes no custom attention (%s); using sdpa", exc)
+        return load("sdpa")
 
 
 def _flash_attn_usable() -> bool:
@@ -132,11 +154,12 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
             config = AutoConfig.from_pretrained(source, **common)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot read a model config from {source!r}: {exc}") from None
-        return AutoModelForCausalLM.from_config(config, attn_implementation=attn, **common)
+        return _with_attn_fallback(lambda a: AutoModelForCausalLM.from_config(config, attn_implementation=a, **common),
+                                   attn)
 
     source = resolve_model_path(model_args.model)
     require_safetensors(source)
-    kwargs = dict(common, attn_implementation=attn, dtype=torch_dtype("fp32"), use_safetensors=True)
+    kwargs = dict(common, dtype=torch_dtype("fp32"), use_safetensors=True)
     if finetuning_args.finetuning_type == "qlora":
         compute = torch_dtype(model_args.dtype if model_args.dtype != "fp32" else "fp32")
         kwargs["quantization_config"] = quantization_config(finetuning_args, compute)
@@ -144,6 +167,7 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
             # bitsandbytes quantizes while placing weights; the worker's GPU is cuda:LOCAL_RANK.
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        return _with_attn_fallback(lambda a: AutoModelForCausalLM.from_pretrained(source, attn_implementation=a, **kwargs),
+                                   attn)
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {source!r}: {exc}") from None

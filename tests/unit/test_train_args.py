@@ -100,7 +100,7 @@ def test_model_paths_and_device_capabilities(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         resolve_model_path(str(tmp_path / "no-such-model"))
     assert resolve_model_path("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"  # a hub id passes through
-    assert pick_attn_implementation("auto", use_gpu=False) == "sdpa"
+    assert pick_attn_implementation("auto", use_gpu=False) == "sdpa_segments"
     assert pick_attn_implementation("eager", use_gpu=False) == "eager"
     with pytest.raises(ModelLoadError, match="flash_attention_2 needs a CUDA GPU"):
         pick_attn_implementation("flash_attention_2", use_gpu=False)
