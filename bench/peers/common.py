@@ -113,3 +113,44 @@ def torch_versions() -> dict:
     except ImportError:
         pass
     return out
+
+
+# ---------------------------------------------------------------- RL (GRPO) side by side
+# bench/bench_rl.py runs raymill's `--stage grpo` and bench/peers/trl_grpo_bench.py (TRL's
+# GRPOTrainer) with these settings; both read them from here so the two sides cannot drift.
+RL_NUM_GENERATIONS = 4      # G: samples per prompt (raymill's grpo default)
+RL_PROMPTS_PER_STEP = 8     # prompts per optimizer step: 8 x 4 = 32 completions per step
+RL_MAX_NEW_TOKENS = 64      # the untrained bench model rarely samples EOS, so most completions are this long
+RL_BETA = 0.04              # KL coefficient in the loss (k3), raymill's grpo default; TRL's default is 0 (no reference)
+RL_CLIP_EPSILON = 0.2
+RL_LEARNING_RATE = 1e-5
+RL_PROMPT_ROWS = 400        # more than steps x prompts_per_step of any planned run: no prompt repeats
+
+
+def write_rl_prompts(path: Path, n: int = RL_PROMPT_ROWS, key: str = "prompt") -> Path:
+    """raymill's embedded RL prompts (train.rl.default.default_prompts): short, near-uniform lengths,
+    so the order each side draws them in barely changes a step's cost; they are the prompts the
+    rule reward (say "the") was written for. key="prompt": {id, prompt: [user message]}, TRL's
+    conversational prompt format; key="messages": the same user messages as {id, messages}, the
+    form raymill's `--data` preflight accepts (it sniffs a file's format from its keys and does
+    not know a bare `prompt` column, although train/rl/prompts.py reads one)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from train.rl.default import default_prompts
+
+    rows = [{"id": r["id"], key: r["prompt"]} for r in default_prompts(n)]
+    return write_jsonl(path, rows)
+
+
+def rl_rule_reward(prompts: list, completions: list, **_: object) -> list[float]:
+    """raymill's built-in rule reward (train.rl.default.target_word_reward) as a TRL reward function.
+
+    TRL passes conversational completions as [{"role": "assistant", "content": text}] lists
+    (decoded with skip_special_tokens, as raymill decodes its responses); raymill's function
+    takes plain texts, so only the content is handed on.
+    """
+    from train.rl.default import target_word_reward
+
+    texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+    return target_word_reward([str(p) for p in prompts], texts)
