@@ -181,6 +181,11 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2, help="raymill/TRL grpo pairs (A B A B ...)")
@@ -225,6 +230,8 @@ def main() -> None:
             steps = args.steps if stage == "grpo" else args.ppo_steps
             run = run_raymill(stage, model, raymill_prompts, work, tag, steps, args.warmup, settings, env)
         runs.append(run)
+        # Written after every run, so a run stopped by a time limit still leaves what it measured.
+        write_result(Path(args.out), {**result, "runs": runs, "complete": False})
         print(json.dumps({k: run[k] for k in ("stage", "side", "tag", "wall_s", "load_before", "load_after", "shares")}
                          | {"s_per_step": round(run["steady"]["s_per_step"], 3)}), flush=True)
     result["load_after"] = load1()
@@ -233,9 +240,8 @@ def main() -> None:
     result["median_shares"] = {f"{side}/{stage}": median_shares(runs, side, stage)
                                for side, stage in (("raymill", "grpo"), ("trl", "grpo"), ("raymill", "ppo"))
                                if any(r["side"] == side and r["stage"] == stage for r in runs)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    result["complete"] = True
+    write_result(Path(args.out), result)
     if args.results_md:
         md = Path(args.results_md)
         with md.open("a", encoding="utf-8") as f:
