@@ -97,15 +97,22 @@ class ModelReward:
                      "from text for it", path)
 
     def __call__(self, texts: RolloutTexts, batch=None) -> list[float]:
-        conversations, plain = [], []
-        for prompt, messages, response in zip(texts.prompts, texts.prompt_messages, texts.responses):
-            if messages is None:
+        conversations, plain, empty = [], [], []
+        for i, (prompt, messages, response) in enumerate(zip(texts.prompts, texts.prompt_messages, texts.responses)):
+            if not response.strip():
+                # A policy that stops at once says nothing; the reward model's tokenization refuses an
+                # empty assistant turn (train.reward_model), so such a sample gets the step's lowest score.
+                empty.append(i)
+            elif messages is None:
                 plain.append(prompt + response)
             else:
                 conversations.append(list(messages) + [{"role": "assistant", "content": response}])
         if conversations and plain:
             raise RewardSourceError(f"{self.name}: a step mixes chat and raw-text prompts")
-        scores = self.model.score(conversations or plain)
+        scored = [float(s) for s in self.model.score(conversations or plain)] if conversations or plain else []
+        lowest = min(scored) if scored else 0.0
+        values, empty_rows = iter(scored), set(empty)
+        scores = [lowest if i in empty_rows else next(values) for i in range(len(texts.responses))]
         return check_scores(self.name, scores, texts)
 
 
