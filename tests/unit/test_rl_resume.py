@@ -90,6 +90,35 @@ def test_a_nan_reward_stops_with_the_step_and_the_prompt(tiny_model_dir, tmp_pat
         loop.run()
 
 
+_INF_STATE: dict = {}
+
+
+def inf_on_the_second_call(prompts: list[str], responses: list[str]) -> list[float]:
+    """Finite scores at step 1; at step 2 the last response gets the value in _INF_STATE["bad"]."""
+    _INF_STATE["calls"] = _INF_STATE.get("calls", 0) + 1
+    scores = [0.5] * len(prompts)
+    if _INF_STATE["calls"] == 2:
+        scores[-1] = _INF_STATE["bad"]
+        _INF_STATE["prompt"] = prompts[-1]
+    return scores
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+def test_an_infinite_reward_stops_with_its_step_and_its_own_prompt(tiny_model_dir, tmp_path, bad):
+    from train.rl.reward_sources import _short
+
+    _INF_STATE.clear()
+    _INF_STATE["bad"] = bad
+    loop = _loop(tiny_model_dir, tmp_path, stage="grpo", normalize_reward=False, target_kl=None,
+                 reward_function=["tests.unit.test_rl_resume:inf_on_the_second_call"])
+    with pytest.raises(ValueError) as caught:
+        loop.run()
+    # The step it happened at, the function, the value, and the prompt of the bad sample (not merely the first).
+    assert str(caught.value) == (f"step 2: tests.unit.test_rl_resume:inf_on_the_second_call returned {bad} "
+                                 f"(prompt: {_short(_INF_STATE['prompt'])!r})")
+    assert loop.step == 1  # nothing was trained on the bad step
+
+
 def test_a_nan_loss_stops_with_the_step_the_prompt_and_the_last_checkpoint(tiny_model_dir, tmp_path):
     loop = _loop(tiny_model_dir, tmp_path, stage="grpo", steps=5, normalize_reward=False, target_kl=None)
     original = loop.run_step
