@@ -188,6 +188,15 @@ def init_ray(num_cpus: int | None = None, *, log_dir: str | Path | None = None, 
         # job's trainer and pipeline actors would run at the lowest priority against every other
         # process (measured: the main cause of raymill's slower steps beside TRL under load).
         os.environ.setdefault("RAY_worker_niceness", "0")
+        # Ray Train V2's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s), and
+        # needs a poll for the last report and one more to see the train function return: ~4 s of a
+        # short run spent waiting after the last step (measured, issue 17). On one local node a poll
+        # is a cheap local RPC; a cluster job keeps Ray's defaults.
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+        # Ray Train V2 starts a PreemptionWatcher actor per worker group to log node drains; an
+        # embedded Ray is this one machine, which nobody drains: one Python process less to start
+        # on the cores the trainer is about to use.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         # address="local": a plain ray.init() would join any `ray start` cluster left on this
         # machine and then refuse num_cpus; without RAY_ADDRESS the job is documented as embedded.
         kwargs["address"] = "local"

@@ -57,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     from train.args import parse_train_config
     from train.launcher import TrainingRunError, preflight, run_training
+    from train.run_outputs import RUN_CLOCK
 
+    RUN_CLOCK.mark("imports")
     args = parse_args(argv)
     raw = load_config(args.config, args.overrides)
     for flag, key in FLAGS.items():
@@ -68,7 +70,9 @@ def main(argv=None) -> None:
         raw["data_options"] = {**(raw.get("data_options") or {}), "reward_model": args.reward_model}
     cfg = parse_train_config(raw)
     preflight(cfg)  # bad options fail here, before Ray starts
+    RUN_CLOCK.mark("preflight")
     init_ray(log_dir=log_dir_for(cfg.launch.output, dataset=False), verbose=args.verbose)
+    RUN_CLOCK.mark("ray_init")
     try:
         summary = run_training(cfg)
     except TrainingRunError as exc:  # a worker failed (e.g. NaN loss): one clear line, not a Ray traceback

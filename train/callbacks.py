@@ -14,13 +14,41 @@ class NonFiniteLossError(RuntimeError):
 
 
 class MetricsJsonlCallback(TrainerCallback):
-    """Appends every log event of the rank-0 worker as one JSON line (a resumed run continues the file)."""
+    """Appends every log event of the rank-0 worker as one JSON line (a resumed run continues the file).
+
+    It also keeps the worker's phase times (process start, model loaded = this callback built,
+    train begin, first and last step, train end) and writes them at the end of training to
+    RUN/logs/worker_phases.json, which the driver merges into run_summary.json's `timings_s`."""
 
     def __init__(self, path: str | Path):
+        from train.run_outputs import process_start_time
+
         self.path = Path(path)
         self.started = time.time()
+        self.phases = {"process_start": process_start_time(), "model_loaded": self.started}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Before the step's log and save: last_step ends at the optimizer step, train_end after
+        # the final checkpoint is saved and reported.
+        now = time.time()
+        self.phases.setdefault("first_step", now)
+        self.phases["last_step"] = now
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from train.run_outputs import WORKER_PHASES_FILE
+
+        self.phases["train_end"] = time.time()
+        target = self.path.parent / "logs" / WORKER_PHASES_FILE
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(self.phases), encoding="utf-8")
+        except OSError:
+            pass  # timings are a report: never fail a finished training over them
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.phases["train_begin"] = time.time()
         # A resumed run repeats the steps after its checkpoint that the stopped run had already
         # logged: drop those records, so each step appears once in the file and the plots.
         if not state.is_world_process_zero or state.global_step == 0 or not self.path.exists():

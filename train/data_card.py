@@ -74,7 +74,9 @@ def write_training_card(run_dir: str | Path, cfg, stats: Any, kind: str | None =
         # The rows carry no text, so they are not records of the kind: written as they are.
         kept, dropped = _SplitWriter(out.data_dir / "part-00000.parquet"), _SplitWriter(out.dropped_dir / "part-00000.parquet")
         try:
-            for table in _batches(stats.card_dataset()):
+            # card_tables(): the same rows without a Ray Data execution, where the stats can read them directly
+            rows = stats.card_tables() if hasattr(stats, "card_tables") else _batches(stats.card_dataset())
+            for table in rows:
                 is_drop = pc.is_valid(table.column("drop_reason"))
                 kept.write(table.filter(pc.invert(is_drop)).drop_columns(
                     [c for c in ("drop_reason", "drop_detail") if c in table.column_names]))

@@ -31,10 +31,11 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from train.formats import DatasetSpec, convert_row, iter_raw_rows, load_dataset_spec
 from train.mixing import MixSchedule, interleave, shuffle_buffer
@@ -172,6 +173,44 @@ def _raw_dataset(specs, schedule, seed, num_samples, stopping, shuffle, block_ro
             return [ReadTask(lambda: _mixed_read_task(*args), meta)]
 
     return ray.data.read_datasource(MixedSource(), override_num_blocks=1)
+
+
+def _read_parquet_file(path: str) -> Iterator[pa.Table]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=CACHE_READ_ROWS):
+        yield pa.Table.from_batches([batch])
+
+
+CACHE_READ_ROWS = 256  # rows per block when a cached split is read through Ray Data
+
+
+def cached_parquet_dataset(files: Sequence[str]):
+    """A token cache split (files written by train.token_cache) as a lazy Ray Dataset: one read
+    task per file, in file order.
+
+    Unlike `ray.data.read_parquet`, building it starts nothing: read_parquet lists the files and
+    reads their footers with Ray tasks and actors as soon as it is called, which a run that then
+    reads the cache itself (train.launcher.direct_train_files) or never touches the dataset pays
+    for in worker processes for nothing. These files are ours: no discovery or schema inference
+    is needed."""
+    import os
+
+    import ray.data
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    files = list(files)
+
+    class CachedParquetSource(Datasource):
+        def estimate_inmemory_data_size(self):
+            return sum(os.path.getsize(f) for f in files) or None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return [ReadTask(functools.partial(_read_parquet_file, path),
+                             BlockMetadata(num_rows=None, size_bytes=os.path.getsize(path), input_files=[path],
+                                           exec_stats=None))
+                    for path in files]
+
+    return ray.data.read_datasource(CachedParquetSource(), override_num_blocks=max(1, len(files)))
 
 
 def _convert_batch(batch: dict, specs: Mapping[str, DatasetSpec]) -> pa.Table:
@@ -400,6 +439,51 @@ def _rows_table(rows: list[dict]) -> pa.Table:
     }, schema=TRAIN_ROW_SCHEMA)
 
 
+def cached_rows(files: Sequence[str], rank: int = 0, world_size: int = 1) -> Callable[[], Iterator[dict]]:
+    """One worker's share of the token cache's packed rows, read straight from its Parquet
+    files: a callable that opens one pass (the worker's stream repeats it per epoch).
+
+    The launcher's local fast path (train.launcher.direct_train_files): where every worker
+    can read the cache files, this is what Ray Data's `streaming_split(equal=True)` of the
+    cached read gives each worker, without starting the split coordinator actor and the read
+    tasks. Rank r takes the contiguous rows [r*k, (r+1)*k) with k = rows // world_size (the
+    remainder is dropped, as Ray Data's equal split drops it), in the cache's stream order;
+    one worker gets every row in that order, as from Ray Data. Rows carry the list columns
+    as int32 numpy arrays and the counters as ints."""
+    counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    share = sum(counts) // max(1, world_size)
+    first, stop = rank * share, (rank + 1) * share
+    list_columns = [f.name for f in TRAIN_ROW_SCHEMA if pa.types.is_list(f.type)]
+
+    def one_pass() -> Iterator[dict]:
+        offset = 0
+        for path, count in zip(files, counts):
+            if offset + count <= first or offset >= stop:
+                offset += count  # a file wholly outside this worker's share: not opened
+                continue
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_READ):
+                lo, hi = max(first - offset, 0), min(stop - offset, batch.num_rows)
+                offset += batch.num_rows
+                if lo >= hi:
+                    continue
+                # One numpy array per list column, viewed per row: no Python lists of ints.
+                lists = {}
+                for name in list_columns:
+                    column = batch.column(name)
+                    lists[name] = (column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy())
+                scalars = {f.name: batch.column(f.name).to_pylist() for f in TRAIN_ROW_SCHEMA
+                           if f.name not in lists and f.name in batch.schema.names}
+                for i in range(lo, hi):
+                    row = {name: values[bounds[i]:bounds[i + 1]] for name, (values, bounds) in lists.items()}
+                    row.update({name: column[i] for name, column in scalars.items()})
+                    yield row
+
+    return one_pass
+
+
+ROWS_PER_READ = 64  # packed rows decoded at a time by cached_rows (a few MB at cutoff 4096)
+
+
 def _ipc(table: pa.Table) -> bytes:
     """A table as Arrow IPC stream bytes: the cache pass carries several tables per batch."""
     sink = pa.BufferOutputStream()
@@ -465,12 +549,29 @@ class DataStats:
         """One row per input record (id, source, tokens, label_tokens, truncated, drop_reason,
         drop_detail) as a lazy Ray Dataset: what train.data_card summarises."""
         if self.cache_dir:
-            import ray.data
-
             from train.token_cache import parquet_files
 
-            return ray.data.read_parquet(parquet_files(Path(self.cache_dir), "card"), file_extensions=["parquet"])
+            return _ordered(cached_parquet_dataset(parquet_files(Path(self.cache_dir), "card")))
         return self._make("card")
+
+    def card_tables(self) -> Iterator[pa.Table]:
+        """The rows of `card_dataset()` as Arrow tables. From a token cache they are read
+        straight from its Parquet files in this process (the training card is written at the
+        end of every run: no Ray Data execution, no read tasks to start for a few small files);
+        a stream runs its card pass on Ray."""
+        if not self.cache_dir:
+            rows = self.card_dataset()
+            if isinstance(rows, pa.Table):
+                yield rows
+                return
+            for batch in rows.iter_batches(batch_format="pyarrow", batch_size=8192):
+                yield batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            return
+        from train.token_cache import parquet_files
+
+        for path in parquet_files(Path(self.cache_dir), "card"):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+                yield pa.Table.from_batches([batch])
 
     def drops_dataset(self):
         """The dropped rows (id, source, drop_reason, drop_detail) as a lazy Ray Dataset."""
@@ -551,7 +652,7 @@ def build_train_dataset(layout: str, data: Any, tokenizer_path: str, cutoff_len:
     counts, reused = token_cache.cached_pass(
         target, lambda: make("all").iter_batches(batch_size=None, batch_format="numpy"),
         TRAIN_ROW_SCHEMA, CARD_ROW_SCHEMA)
-    train = _ordered(ray.data.read_parquet(token_cache.parquet_files(target, "train"), file_extensions=["parquet"]))
+    train = _ordered(cached_parquet_dataset(token_cache.parquet_files(target, "train")))
     return train, DataStats.from_counts(counts, target, reused)
 
 

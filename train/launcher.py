@@ -7,7 +7,8 @@ Run directory (`launch.output`):
   ray/                 Ray Train storage: checkpoint_* (each holds checkpoint/ = a HF checkpoint)
   hf/rank<i>/          each worker's local HF checkpoints before Ray persists them
   metrics.jsonl, loss.png, lr.png, tensorboard/, model/ (final weights or LoRA adapters),
-  run_summary.json
+  run_summary.json     with `timings_s`: where the run's wall time went (train.run_outputs.PhaseClock)
+  logs/                Ray's log lines, the session's logs (ray-session), worker_phases.json
 
 On a multi-node cluster the run directory must be on storage every node sees
 (NFS or similar), as Ray Train requires for `storage_path`.
@@ -18,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +27,7 @@ from typing import Any, Callable
 from train.args import TrainConfig, TrainConfigError
 from train.data_card import try_write_training_card
 from train.model_loading import check_dtype, resolve_model_path
-from train.run_outputs import copy_data_cards, write_run_outputs
+from train.run_outputs import RUN_CLOCK, WORKER_PHASES_FILE, copy_data_cards, write_run_outputs
 from train.stages import get_workflow
 
 RAY_RUN_NAME = "ray"
@@ -87,7 +89,6 @@ def preflight(cfg: TrainConfig):
     import importlib.util
 
     from train.model_loading import ModelLoadError
-    from train.worker import deepspeed_config
 
     workflow = get_workflow(cfg.launch.stage)
     workflow.parse_options(cfg)
@@ -97,14 +98,18 @@ def preflight(cfg: TrainConfig):
         from train.templates import get_template
 
         get_template(cfg.data.template)
-    deepspeed_config(cfg.launch.deepspeed, cfg.launch.use_gpu)
+    if cfg.launch.deepspeed:  # train.worker loads torch and transformers' Trainer: only where there is a config to check
+        from train.worker import deepspeed_config
+
+        deepspeed_config(cfg.launch.deepspeed, cfg.launch.use_gpu)
     for name in filter(None, (cfg.model.model, cfg.model.tokenizer)):
         if name != "tiny":
             resolve_model_path(name)
     check_data(cfg)
     # On a cluster the driver may lack the GPU (and the GPU-only packages) its workers have.
     if not cfg.launch.use_gpu or _driver_sees_gpu():
-        check_dtype(cfg.model.dtype, cfg.launch.use_gpu)
+        if cfg.model.dtype != "fp32":  # fp32 trains anywhere: no check, and no torch import before Ray starts
+            check_dtype(cfg.model.dtype, cfg.launch.use_gpu)
         if cfg.finetuning.finetuning_type == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
             raise ModelLoadError("finetuning_type qlora needs the bitsandbytes package: pip install bitsandbytes")
     return workflow
@@ -149,15 +154,35 @@ def resolve_template(cfg: TrainConfig, workflow) -> TrainConfig:
     name, else "tokenizer" (the tokenizer's own chat template), which must then exist."""
     if cfg.data.template or workflow.card_kind == "document":
         return cfg
-    from transformers import AutoTokenizer
+    source = cfg.model.tokenizer or cfg.model.model
+    if not declares_chat_template(source):
+        # Not evident from the files (a hub id, an unusual layout, or none at all): ask
+        # transformers, whose error names the built-in templates to pass instead.
+        from transformers import AutoTokenizer
 
-    from train.templates import get_template
+        from train.templates import get_template
 
-    try:
-        get_template(None, AutoTokenizer.from_pretrained(cfg.model.tokenizer or cfg.model.model))
-    except ValueError as exc:
-        raise TrainConfigError(str(exc)) from None
+        try:
+            get_template(None, AutoTokenizer.from_pretrained(source))
+        except ValueError as exc:
+            raise TrainConfigError(str(exc)) from None
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, template="tokenizer"))
+
+
+def declares_chat_template(tokenizer_path: str) -> bool:
+    """True where a local tokenizer directory's own files carry a chat template (what
+    transformers loads as `tokenizer.chat_template`), so the driver records "tokenizer"
+    without importing transformers and loading the tokenizer only to look; the workers
+    that tokenize load it and render with it (train.templates.TokenizerTemplate)."""
+    root = Path(tokenizer_path)
+    if not root.is_dir():
+        return False
+    if (root / "chat_template.jinja").is_file() or (root / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, collate: Callable | None = None,
@@ -170,10 +195,14 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
     workflow = preflight(cfg)
     run_dir = prepare_run_dir(cfg)
     cfg = resolve_template(resolve_for_workers(cfg), workflow)
-    if dataset is None:
+    RUN_CLOCK.mark("run_start")
+    built_here = dataset is None
+    if built_here:
         dataset, stats = workflow.build_dataset(cfg)
+    RUN_CLOCK.mark("dataset_ready")
     copy_data_cards(data_paths(cfg), run_dir, workflow.card_kind)
     dataset, eval_dataset, train_rows = eval_split(cfg, workflow, dataset, stats)
+    train_files = direct_train_files(stats) if built_here and eval_dataset is None else None
 
     max_steps = cfg.training.max_steps
     if max_steps <= 0:
@@ -195,7 +224,10 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
 
     loop_config = {"train": cfg.to_dict(), "max_steps": max_steps, "run_dir": str(run_dir), "resume_checkpoint": latest,
                    "collate": collate or workflow.collate, "callbacks": list(callbacks or []),
-                   "has_eval": eval_dataset is not None}
+                   "has_eval": eval_dataset is not None, "train_files": train_files}
+    datasets = {} if train_files else {"train": dataset}
+    if eval_dataset is not None:
+        datasets["eval"] = eval_dataset
     trainer = TorchTrainer(
         train_loop_per_worker=workflow.train_loop,
         train_loop_config=loop_config,
@@ -207,19 +239,48 @@ def run_training(cfg: TrainConfig, dataset: Any = None, stats: Any = None, colla
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.training.save_total_limit),
             failure_config=FailureConfig(max_failures=cfg.launch.max_failures),
         ),
-        datasets={"train": dataset, **({"eval": eval_dataset} if eval_dataset is not None else {})},
+        datasets=datasets,
     )
+    # An earlier run's worker timings in this directory must not pass for this run's.
+    (run_dir / "logs" / WORKER_PHASES_FILE).unlink(missing_ok=True)
+    RUN_CLOCK.mark("fit_start")
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         write_run_outputs(run_dir, cfg, stats, max_steps, metrics=None, checkpoint=None, error=str(exc))
         raise TrainingRunError(f"training failed: {_root_cause(exc)}") from exc
+    RUN_CLOCK.mark("fit_end")
     checkpoint = result.checkpoint.path if result.checkpoint else None
     if cfg.data.collect_data_stats:
         if hasattr(stats, "collect") and not getattr(stats, "collected", True):
             stats.collect()  # max_steps was given, so the stream was never counted: count it now for the record
         try_write_training_card(run_dir, cfg, stats, workflow.card_kind)
+        RUN_CLOCK.mark("training_card")
     return write_run_outputs(run_dir, cfg, stats, max_steps, metrics=result.metrics, checkpoint=checkpoint)
+
+
+def direct_train_files(stats: Any) -> list[str] | None:
+    """The token cache's Parquet files of the training rows where the workers read them
+    themselves (train.ingest.cached_rows) instead of through Ray Data; None otherwise.
+
+    The local fast path: on an embedded, one-node Ray every worker sees the driver's disk, so
+    a cached training set needs no Ray Data execution (its split coordinator actor and read
+    tasks are processes to start, on the cores the trainer is about to use) to reach the
+    workers; they get the same rows either way. On a cluster (RAY_ADDRESS, several nodes)
+    the rows go through Ray Data, whose shards reach workers on any node; so does every
+    stream that is not a cache read (tokenized_cache off, an eval split, a given dataset).
+    """
+    from train.ingest import DataStats
+
+    if not isinstance(stats, DataStats) or not stats.cache_dir or os.environ.get("RAY_ADDRESS"):
+        return None
+    import ray
+
+    if sum(1 for node in ray.nodes() if node.get("Alive")) != 1:
+        return None
+    from train.token_cache import parquet_files
+
+    return parquet_files(Path(stats.cache_dir), "train") or None
 
 
 def finished_steps(run_dir: Path) -> tuple[int, str | None]:

@@ -3,13 +3,58 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from schemas.dataset_io import write_json
+
+# The rank-0 worker's own phase times (train.callbacks.MetricsJsonlCallback), in RUN/logs/.
+WORKER_PHASES_FILE = "worker_phases.json"
+
+
+def process_start_time() -> float:
+    """Unix time at which this process started (Linux: /proc/self/stat, to the clock tick),
+    so a run's timings include the interpreter's start and the imports; elsewhere, now."""
+    try:
+        after_paren = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_after_boot = int(after_paren[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started_after_boot)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
+class PhaseClock:
+    """Named points of a run in wall-clock time, reported as seconds since the process started.
+
+    A short run is mostly fixed cost (Ray start-up, data, the worker group, model loading,
+    outputs): run_summary.json's `timings_s` says where it went, with the rank-0 worker's own
+    points (prefixed `worker_`) merged in from RUN/logs/worker_phases.json."""
+
+    def __init__(self) -> None:
+        self.origin = process_start_time()
+        self.points: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.points[name] = time.time()
+
+    def report(self, run_dir: Path | None = None) -> dict[str, float]:
+        points = dict(self.points)
+        phases = Path(run_dir) / "logs" / WORKER_PHASES_FILE if run_dir is not None else None
+        if phases is not None and phases.is_file():
+            try:
+                points.update({f"worker_{k}": float(v) for k, v in json.loads(phases.read_text(encoding="utf-8")).items()})
+            except (ValueError, TypeError):
+                pass  # a torn file from a killed worker: the driver's points still stand
+        return {k: round(v - self.origin, 3) for k, v in sorted(points.items(), key=lambda kv: kv[1])}
+
+
+# The job's one clock: jobs/train.py and the launcher mark it, write_run_outputs reports it.
+RUN_CLOCK = PhaseClock()
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -20,24 +65,24 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_series(records: list[dict], key: str, path: Path, ylabel: str) -> bool:
-    """One PNG of `key` against the optimizer step (headless Agg backend)."""
+    """One PNG of `key` against the optimizer step.
+
+    A detached `Figure` saved straight to PNG (Agg): no pyplot, so no backend selection and no
+    figure manager to set up and tear down, headless wherever the run ends."""
     points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
     if not points:
         return False
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
     steps, values = zip(*points)
     ax.plot(steps, values, linewidth=1.2)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    # bbox_inches="tight" keeps the axis labels inside the image, which tight_layout() did before
+    fig.savefig(path, format="png", bbox_inches="tight")
     return True
 
 
@@ -98,5 +143,7 @@ def write_run_outputs(run_dir: Path, cfg, stats: Any, max_steps: int, metrics: d
         "plots": plots, "data_card": str(run_dir / "train_data" / "card") if (run_dir / "train_data" / "card").is_dir()
         else None, "error": error,
     }
+    RUN_CLOCK.mark("outputs_written")
+    summary["timings_s"] = RUN_CLOCK.report(run_dir)
     write_json(summary, run_dir / "run_summary.json")
     return summary

@@ -339,12 +339,18 @@ def run_in_ray_worker(run: Callable[..., dict], loop_config: dict) -> None:
 
     cfg = parse_train_config(loop_config["train"])
     prepare_worker(cfg)
-    shard = ray.train.get_dataset_shard("train")
+    context = ray.train.get_context()
+    if loop_config.get("train_files"):  # the launcher's local fast path: the token cache read from disk
+        from train.ingest import cached_rows
+
+        rows = cached_rows(loop_config["train_files"], context.get_world_rank(), context.get_world_size())
+    else:
+        rows = ray.train.get_dataset_shard("train").iter_rows
     with restored_checkpoint(loop_config) as resume_from:
-        metrics = run(cfg, shard.iter_rows, loop_config["run_dir"], loop_config["max_steps"],
+        metrics = run(cfg, rows, loop_config["run_dir"], loop_config["max_steps"],
                       resume_from=resume_from,
                       extra_callbacks=[RayTrainReportCallback(), *loop_config.get("callbacks", [])],
-                      rank=ray.train.get_context().get_world_rank())
+                      rank=context.get_world_rank())
     ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 

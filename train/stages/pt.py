@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from train.ingest import IngestOptions, dataset_for_config
 from train.stages import Workflow, register_stage
-from train.worker import causal_lm_train_loop
 
 STAGE = "pt"
 
@@ -19,6 +18,14 @@ def build_dataset(cfg):
     return dataset_for_config(cfg, "blocks")
 
 
+def train_loop(loop_config: dict) -> None:
+    """The Ray Train worker body (train.worker's causal-LM loop), imported in the worker: the
+    driver only builds the data and need not load transformers' Trainer."""
+    from train.worker import causal_lm_train_loop
+
+    causal_lm_train_loop(loop_config)
+
+
 WORKFLOW = register_stage(Workflow(name=STAGE, card_kind="document", build_dataset=build_dataset,
-                                   train_loop=causal_lm_train_loop, options=IngestOptions,
+                                   train_loop=train_loop, options=IngestOptions,
                                    evaluates=True))
