@@ -90,17 +90,32 @@ def produced_columns(config: CurateConfig) -> set[str]:
 # ---------------------------------------------------------------- batch callables
 
 class StageClock:
-    """Ray actor body that sums the seconds each stage spent (reported per batch)."""
+    """Ray actor body that sums the seconds each stage spent (reported per batch) and keeps
+    the wall-clock time the first batch started (how long the job took to get going)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.first_batch: float | None = None
+        self.builds: list[tuple[float, float]] = []
 
-    def add(self, seconds: dict[str, float]) -> None:
+    def add(self, seconds: dict[str, float], started: float | None = None) -> None:
         for name, value in seconds.items():
             self.seconds[name] += value
+        if started is not None and (self.first_batch is None or started < self.first_batch):
+            self.first_batch = started
 
     def totals(self) -> dict[str, float]:
         return dict(self.seconds)
+
+    def first_batch_at(self) -> float | None:
+        return self.first_batch
+
+    def built(self, started: float, finished: float) -> None:
+        """A pipeline actor built its stages (loaded its models) from `started` to `finished`."""
+        self.builds.append((started, finished))
+
+    def build_times(self) -> list[tuple[float, float]]:
+        return list(self.builds)
 
 
 class StageChain:
@@ -110,13 +125,14 @@ class StageChain:
         self.stages, self.clock = stages, clock
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.time()
         seconds = {}
         for stage in self.stages:
             start = time.perf_counter()
             batch = stage(batch)
             seconds[stage.name] = time.perf_counter() - start
         if self.clock is not None:
-            self.clock.add.remote(seconds)  # fire and forget: timing must not slow the stream
+            self.clock.add.remote(seconds, started)  # fire and forget: timing must not slow the stream
         return batch
 
 
@@ -142,7 +158,10 @@ class ChainActor:
     """Actor-pool callable: builds the stages (and loads their models) once, in __init__."""
 
     def __init__(self, factories: list[Callable[[], Stage]], clock=None):
+        started = time.time()
         self.chain = StageChain([f() for f in factories], clock)
+        if clock is not None:
+            clock.built.remote(started, time.time())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.chain(batch)
@@ -345,7 +364,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             if written.is_dir():
                 written.rename(out.root / part)
         shutil.rmtree(staging)
-        seconds = ray.get(clock.totals.remote())
+        seconds, first_batch, builds = ray.get([clock.totals.remote(), clock.first_batch_at.remote(),
+                                                clock.build_times.remote()])
         kept, drops = count_drops(out.root)
         counts = build_accounting(kept, drops, seconds, stage_names(plan, family))
         run = {
@@ -355,6 +375,13 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             "started": _iso(started),
             "finished": _iso(time.time()),
             "wall_seconds": round(time.perf_counter() - t0, 3),
+            # Fixed costs before any page is processed: from this process's start (imports,
+            # config checks, Ray start-up, model builds, actor start-up) and from run_curate's.
+            "first_batch_after_seconds": _first_batch_after(first_batch, started),
+            # Of that, what the pipeline actors spent building their stages (model loads), and
+            # when the last one was ready (seconds after run_curate started).
+            "actor_build_seconds": round(max((end - start for start, end in builds), default=0.0), 3),
+            "actors_ready_after_seconds": round(max((end for _, end in builds), default=started) - started, 3),
             # Stage seconds are measured inside the per-row stages; reading and the global
             # dedup stage run as Ray Data operators and are not timed one by one.
             "untimed_stages": [READ_STAGE] + [name for name, factory, _ in plan if factory is None],
@@ -367,6 +394,40 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
     return {"output": str(Path(output_dir).resolve()), "rows_in": total, "kept": kept, "dropped": total - kept,
             "dropped_by_stage": {c.stage: sum(c.dropped.values()) for c in counts},
             "wall_seconds": run["wall_seconds"]}
+
+
+def process_started() -> float | None:
+    """Wall-clock start of this process to ~10 ms; None where unknown.
+
+    On Linux from the process's start tick and the system uptime, both counted from boot
+    (psutil's create_time adds a boot time rounded to whole seconds: up to 1 s off).
+    Elsewhere psutil (it comes with Ray)."""
+    import os
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - a missing timing is no reason to fail a job
+        return None
+
+
+def _first_batch_after(first_batch: float | None, job_started: float) -> dict[str, float] | None:
+    if first_batch is None:
+        return None
+    out = {"job": round(first_batch - job_started, 3)}
+    process = process_started()
+    if process is not None:
+        out["process"] = round(first_batch - process, 3)
+    return out
 
 
 def _iso(epoch: float) -> str:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from schemas.card_features import default_text_column, features_for, label_columns, token_lengths
+from schemas.card_features import Feature, default_text_column, features_for, label_columns, token_lengths
 from schemas.card_stats import (QUANTILES, CategoricalStats, ColumnStats, NumericStats, Reservoir, is_categorical,
                                 is_numeric)
 from schemas.funnel import StageCount, read_accounting
@@ -270,6 +270,11 @@ class _Split:
         yield from dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, batch_readahead=2, fragment_readahead=1)
 
 
+def _outputs(feat: Feature) -> set[str]:
+    """Statistic names a feature produces (see _CardBuilder._values)."""
+    return {f"{feat.name}_chars", f"{feat.name}_tokens"} if feat.text else {feat.name}
+
+
 class _CardBuilder:
     def __init__(self, kind: str, kept: _Split, dropped: _Split, text_column: str | None, tokenizer):
         self.kind, self.kept, self.dropped, self.tokenizer = kind, kept, dropped, tokenizer
@@ -278,19 +283,29 @@ class _CardBuilder:
         self.features = features_for(kind, names, self.text_column)
         self.labels = {s.name: label_columns(s.schema, self.text_column) for s in (kept, dropped)}
 
-    # Pass 1: moments, reservoirs, top-k and samples. Pass 2: histogram counts with shared edges.
+    # Pass 1: moments, reservoirs, top-k and samples. Then histogram counts on the shared
+    # edges: from the reservoir of every column it holds whole (up to RESERVOIR_SIZE values,
+    # the usual case for a small job), and a second pass over the data only for the others.
     def compute(self) -> None:
         for split in (self.kept, self.dropped):
             self._pass(split, first=True)
         self._share_edges()
         for split in (self.kept, self.dropped):
-            self._pass(split, first=False)
+            pending = {name for name, st in split.stats.items()
+                       if st.numeric is not None and not st.numeric.histogram_from_sample()}
+            if pending:
+                self._pass(split, first=False, only=pending)
 
-    def _columns(self, split: _Split, first: bool) -> list[str]:
-        cols = list(self.labels[split.name]) if first else [
-            c for c in self.labels[split.name] if is_numeric(split.schema.field(c).type)]
+    def _columns(self, split: _Split, first: bool, only: set[str] | None = None) -> list[str]:
+        """Dataset columns a pass reads; the second reads only what the `only` statistics need."""
+        if first:
+            cols = list(self.labels[split.name])
+        else:
+            cols = [c for c in self.labels[split.name]
+                    if is_numeric(split.schema.field(c).type) and (only is None or c in only)]
         for feat in self.features:
-            cols += [c for c in feat.columns if c in split.schema.names]
+            if first or only is None or not only.isdisjoint(_outputs(feat)):
+                cols += [c for c in feat.columns if c in split.schema.names]
         if first:
             cols += [c for c in ("id", self.text_column, "drop_reason") if c and c in split.schema.names]
         return list(dict.fromkeys(cols))
@@ -320,12 +335,12 @@ class _CardBuilder:
     def _all_labels(self) -> set[str]:
         return set(self.labels[KEPT]) | set(self.labels[DROPPED])
 
-    def _pass(self, split: _Split, first: bool) -> None:
-        for batch in split.batches(self._columns(split, first)):
+    def _pass(self, split: _Split, first: bool, only: set[str] | None = None) -> None:
+        for batch in split.batches(self._columns(split, first, only)):
             for name, (source, values) in self._values(batch).items():
                 if first:
                     self._update(split, name, source, values)
-                else:
+                elif only is None or name in only:
                     st = split.stats.get(name)
                     if st is not None and st.numeric is not None:
                         st.numeric.update_histogram(values)

@@ -8,7 +8,8 @@ alone all text) in memory:
   column, Vitter's algorithm R with a fixed seed): exact while a column has at most
   that many non-null values, an unbiased estimate beyond;
 - histogram counts are exact: the bin edges come from the exact min/max of a first
-  pass, the counts from a second pass over the same (columnar) data;
+  pass, the counts from the reservoir when it holds every value of the column, else from
+  a second pass over the same (columnar) data;
 - top-k values count exactly up to `MAX_TRACKED_VALUES` distinct values; values first
   seen after that are counted together as "(untracked)".
 """
@@ -120,6 +121,19 @@ class NumericStats:
         if arr.size and self.hist is not None and self.hist.size:
             # np.histogram includes the right edge in the last bin, so max is always counted.
             self.hist += np.histogram(arr, bins=self.edges)[0]
+
+    def histogram_from_sample(self) -> bool:
+        """Fill the histogram from the reservoir when it holds every value; False if it cannot.
+
+        Up to RESERVOIR_SIZE values the sample is the whole column (in another order, which
+        a histogram does not see), so the counts equal a second pass's exactly and the
+        second pass over the data is skipped for this column.
+        """
+        if self.hist is None or not self.exact_quantiles:
+            return False
+        if self.count and self.hist.size:
+            self.hist += np.histogram(self.sample[:self.count], bins=self.edges)[0]
+        return True
 
     def mean(self) -> float | None:
         return self.sum / self.count if self.count else None

@@ -118,6 +118,36 @@ def _conform(table: pa.Table, names: list[str]) -> pa.Table:
     return table
 
 
+_SUMMARY_IDS = 6  # repeated ids a summary row carries per block (the error names at most five)
+
+
+def _kind_summary(table: pa.Table) -> pa.Table:
+    """Per block of candidates: one (kind, id) row per repeated id (a few) and one per band pair kind.
+
+    Far smaller than the candidates themselves; the driver reads all of it back at once.
+    """
+    kinds = table.column("kind")
+    repeated = table.filter(pc.equal(kinds, DUP_ID)).column("a").to_pylist()[:_SUMMARY_IDS]
+    rows = [(DUP_ID, i) for i in repeated]
+    if pc.any(pc.equal(kinds, BAND)).as_py():
+        rows.append((BAND, None))
+    return pa.table({"kind": pa.array([k for k, _ in rows], pa.string()),
+                     "id": pa.array([i for _, i in rows], pa.string())})
+
+
+def _schema_names(docs) -> list[str]:
+    """Column names of a materialised dataset, from its block metadata."""
+    schema = docs.schema(fetch_if_missing=False)
+    if schema is None:  # not recorded with the blocks: read it from the first one (no re-run)
+        schema = docs.schema()
+    return list(schema.names) if schema is not None else []
+
+
+def _unstashed(names: list[str]) -> list[str]:
+    """The input's own column names back from the stashed copy's (see _stash_old_labels)."""
+    return [n[len(_OLD):] if n.startswith(_OLD) and n[len(_OLD):] in LABEL_COLUMNS else n for n in names]
+
+
 # --- the driver ------------------------------------------------------------------------------
 
 def _map(ds, fn, **kwargs):
@@ -152,7 +182,7 @@ def connected_components(edges, max_rounds: int, parts: int):
     current = edges.map_batches(contract, batch_format="pyarrow", batch_size=None)
     for round_no in range(1, max_rounds + 1):
         large = _grouped(_map(current, both_directions), "u", blocks.large_star_block, parts).materialize()
-        if _map(large, _keep_tag, tag=NOT_STAR).count() == 0:  # the input was one star per component
+        if not _map(large, _keep_tag, tag=NOT_STAR).take(1):  # the input was one star per component
             log.info("dedup: components converged after %d round(s)", round_no)
             return _map(large, _star_labels)
         current = _grouped(_map(large, blocks.keep_edges), "b", blocks.small_star_block, parts).materialize()
@@ -176,26 +206,35 @@ def deduplicate(ds, config: DedupConfig | dict | None = None):
     from ray.data.context import ShuffleStrategy
 
     config = DedupConfig.from_any(config)
-    columns = output_columns(ds.schema().names)
     # Materialised: the documents are read twice (features, final co-group). The copy has its
     # own DataContext, so choosing the shuffle here leaves the caller's datasets alone.
+    # The output columns come from this copy's schema (block metadata, no execution): asking
+    # the lazy input `ds.schema()` would run the whole upstream pipeline once more on a
+    # `limit(1)` plan (reader, extraction, model actor pools) just to learn its columns.
     docs = _map(ds, _stash_old_labels).materialize()
     docs.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    doc_columns = _schema_names(docs)
+    columns = output_columns(_unstashed(doc_columns))
     parts = shuffle_parts(config, docs)
     log.info("dedup: %d block(s) per shuffle", parts)
-    if docs.num_blocks() > parts:  # many small blocks: fewer tasks from here on, larger MinHash batches
-        docs = docs.repartition(parts).materialize()
+    if docs.num_blocks() > parts:
+        # Many small blocks (curate's batch-sized ones): fewer tasks and larger MinHash batches
+        # from here on. Lazy, not materialised: it fuses into the two reads of `docs` below
+        # instead of costing an execution of its own.
+        docs = docs.repartition(parts)
     light = _map(docs, _light_batch, config=config).materialize()
 
     decisions = None
-    if light.count():
+    if light.count():  # materialised: the count is block metadata
         found = _grouped(_map(light, bucket_rows), "bucket", blocks.bucket_block, parts,
                          max_pairs_size=config.max_bucket_pairs).materialize()
-        repeated = _map(found, _keep_kind, kinds=(DUP_ID,)).take(6)
+        # One small pass for both questions about the candidates: repeated ids, band pairs.
+        summary = _map(found, _kind_summary).take_all()
+        repeated = [r["id"] for r in summary if r["kind"] == DUP_ID]
         if repeated:
-            raise duplicate_id_error([r["a"] for r in repeated])
+            raise duplicate_id_error(repeated)
         edges = _map(found, _keep_kind, kinds=(EXACT,) if config.verify else (EXACT, BAND))
-        if config.verify and _map(found, _keep_kind, kinds=(BAND,)).count():
+        if config.verify and any(r["kind"] == BAND for r in summary):
             edges = edges.union(_verify(found, light, config.threshold, parts))
         edges = edges.select_columns(["a", "b"]).materialize()
         if edges.count():
@@ -206,7 +245,6 @@ def deduplicate(ds, config: DedupConfig | dict | None = None):
 
     if decisions is None:
         return _map(docs, _final_block_direct, config=config, columns=columns)
-    doc_columns = docs.schema().names
     both = _map(docs, _row_side).union(_map(decisions, _decision_side, doc_columns=doc_columns))
     return _grouped(both, "id", _final_block, parts, config=config, columns=columns)
 
