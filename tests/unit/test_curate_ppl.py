@@ -70,10 +70,38 @@ def test_strided_windows_give_each_token_its_window_of_context(reference_lm):
 
 def test_batched_scores_equal_one_document_per_call(reference_lm):
     texts = paragraphs(random.Random(5), "fr", 6) + ["A short one."]
-    batched = _stage(reference_lm, batch_size=16, window=32).score(texts)[0]
     single = _stage(reference_lm, batch_size=1, window=32)
-    for text, value in zip(texts, batched):
-        assert single.score([text])[0][0] == pytest.approx(value, rel=1e-4)
+    expected = [single.score([text])[0][0] for text in texts]
+    # Rows per pass, a padded-token budget (a window longer than it runs alone), one
+    # output-projection slice per few targets: the same numbers every way.
+    for options in ({"batch_size": 16}, {"batch_size": 16, "batch_tokens": 64}, {"batch_size": 3, "batch_tokens": 20}):
+        stage = _stage(reference_lm, window=32, **options)
+        stage.head_rows = 7
+        assert stage.score(texts)[0] == pytest.approx(expected, rel=1e-4), options
+
+
+def test_batches_respect_rows_and_padded_tokens(reference_lm):
+    stage = _stage(reference_lm, batch_size=4, batch_tokens=40)
+    jobs = sorted([(i, [0] * n, 1) for i, n in enumerate([3, 5, 8, 8, 9, 12, 30, 50])], key=lambda j: len(j[1]))
+    batches = stage._batches(jobs)
+    assert [j for b in batches for j in b] == jobs
+    assert all(len(b) <= 4 and (len(b) == 1 or len(b) * max(len(j[1]) for j in b) <= 40) for b in batches)
+    assert [len(b) for b in batches] == [4, 2, 1, 1]
+
+
+def test_head_tokenization_equals_the_whole_texts_first_tokens(reference_lm):
+    rng = random.Random(8)
+    texts = ["\n\n".join(paragraphs(rng, lang, 30)) for lang in ("en", "de", "zh", "ja", "es")]
+    texts += ["word   " * 600, "1234567890" * 300, "日本語のテキスト。" * 300, " " * 3000 + "end", "x" * 5000,
+              "caf\ufffd " * 700, "short text"]
+    for cap in (16, 256):
+        stage = _stage(reference_lm, max_tokens=cap)
+        whole = stage.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for text, (ids, more, _), full in zip(texts, stage._encode(texts), whole):
+            assert ids == full[:cap] and more == (len(full) > cap), (cap, text[:30])
+    # The head's unmappable share is what decides: U+FFFD all through the text is caught.
+    stage = _stage(reference_lm, max_tokens=16)
+    assert stage.score(["caf\ufffd " * 700])[2] == ["unmappable"]
 
 
 def test_garbled_text_scores_worse_than_fluent_text(reference_lm):
