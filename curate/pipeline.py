@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import CurateConfig
+from curate.ppl_buckets import recorded_cutoffs
 from curate.registry import STAGES, get_spec, known_types, model_identities
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, set_column
 from schemas.funnel import Funnel, StageCount
@@ -388,6 +389,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             "models": model_identities(config.stages),  # path + sha256 of every scorer
             "config": config.raw,
         }
+        if (cutoffs := recorded_cutoffs(ds)) is not None:
+            run["ppl_bucket"] = cutoffs  # the head/middle/tail cutoffs per language this run used
         out.finish(counts, run, card=write_card, text_column="text")
     ray.kill(clock)
     total = counts[0].rows_in if counts else 0
