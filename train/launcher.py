@@ -105,7 +105,8 @@ def preflight(cfg: TrainConfig):
     for name in filter(None, (cfg.model.model, cfg.model.tokenizer)):
         if name != "tiny":
             resolve_model_path(name)
-    check_data(cfg)
+    if workflow.preflight is None:  # a stage's own preflight reads its data (RL prompt records)
+        check_data(cfg)
     # On a cluster the driver may lack the GPU (and the GPU-only packages) its workers have.
     if not cfg.launch.use_gpu or _driver_sees_gpu():
         if cfg.model.dtype != "fp32":  # fp32 trains anywhere: no check, and no torch import before Ray starts

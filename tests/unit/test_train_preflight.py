@@ -65,3 +65,19 @@ def test_cli_exits_2_with_one_line_before_starting_ray(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--finetuning-type", "prefix"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and "unknown finetuning_type 'prefix'" in result.stderr
+
+
+def test_rl_prompt_records_pass_preflight(tmp_path, tiny_model_dir):
+    """`--stage grpo --data prompts.jsonl` with the stage's own record shape ({id, prompt: [messages]},
+    the embedded default's) is read by the RL preflight, not refused by the generic format sniffing."""
+    import json
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": [{"role": "user", "content": f"Say {i}."}]}) + "\n"
+                            for i in range(4)), encoding="utf-8")
+    for stage in ("grpo", "ppo"):
+        assert preflight(parse_train_config({"stage": stage, "model": str(tiny_model_dir), "data": [str(path)]})).name == stage
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="prompt"):
+        preflight(parse_train_config({"stage": "grpo", "model": str(tiny_model_dir), "data": [str(empty)]}))

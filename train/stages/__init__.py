@@ -32,7 +32,9 @@ class Workflow:
     collate: Callable | None = None
     # Dataclass of the stage's `data_options`; None = the stage takes none.
     options: type | None = None
-    # Checks of the stage's own that must fail before Ray starts (e.g. an empty prompt set).
+    # Checks of the stage's own that must fail before Ray starts (e.g. an empty prompt set). A
+    # stage with one reads and checks its own data there: the launcher's generic check of the
+    # data files (which must sniff a training-record format) is skipped for it.
     preflight: Callable[[Any], None] | None = None
     # (cfg, dataset, stats) -> optimizer steps, where a step is not one micro-batch per worker.
     count_steps: Callable[[Any, Any, Any], int] | None = None
