@@ -200,8 +200,10 @@ class RLLoop:
     def update(self, batch: RolloutBatch, old_logps, ref_logps, advantages, old_values, returns,
                prompt_texts: list[str]) -> dict[str, float]:
         o = self.options
-        mask = batch.response_mask.to(old_logps.dtype)
+        mask = batch.response_mask.float()
         n = len(batch)
+        if old_logps is None:  # single pass: the old log-probs are this forward's own, detached
+            self._pass_logps = torch.zeros_like(mask)
         size = n // o.num_minibatches
         sums: dict[str, float] = {}
         updates = 0
@@ -213,8 +215,11 @@ class RLLoop:
                 mb, m = batch.select(rows), mask[rows]
                 num_tokens = self._tokens_per_worker(m)
                 out, shared_values = self.models.policy(mb, o.temperature, with_entropy=True)
+                if old_logps is None:
+                    self._pass_logps[rows] = out.logps.detach().float()
                 terms = policy_objective(
-                    out.logps, old_logps[rows], advantages[rows], m, aggregation=o.aggregation(),
+                    out.logps, old_logps[rows] if old_logps is not None else out.logps.detach(), advantages[rows], m,
+                    aggregation=o.aggregation(),
                     clip_low=o.clip_range, clip_high=o.clip_range_high,
                     ref_logps=ref_logps[rows] if o.kl_placement == "loss" else None,
                     kl_coef_in_loss=self.kl.value if o.kl_placement == "loss" else 0.0, kl_estimator=o.kl_estimator,
@@ -301,17 +306,28 @@ class RLLoop:
             raise type(exc)(f"step {self.step + 1}: {exc}") from exc
         score_s = time.perf_counter() - started - rollout_s
         mask = batch.response_mask.float()
+        # One pass in one minibatch, no critic and no KL in the reward (GRPO's default): π_old is the
+        # policy the update's own forward runs, so that forward gives the old log-probs (detached)
+        # and the separate no-grad pass is skipped (as TRL's GRPOTrainer does); same loss and gradient.
+        single_pass = (o.ppo_epochs == 1 and o.num_minibatches == 1 and not self.models.critic_mode
+                       and (o.kl_placement == "loss" or self.kl.value == 0.0))
         with torch.no_grad():
-            old, shared_values = self.models.policy(batch, o.temperature)
             ref_logps = self.models.reference_logps(batch, o.temperature)
-            values = None
-            if self.models.critic_mode:
-                values = shared_values if shared_values is not None else self.models.values(batch)
-            kl_tokens = kl_estimate(old.logps, ref_logps, o.kl_estimator) * mask
+            values, old_logps = None, None
+            if not single_pass:
+                old, shared_values = self.models.policy(batch, o.temperature)
+                old_logps = old.logps
+                if self.models.critic_mode:
+                    values = shared_values if shared_values is not None else self.models.values(batch)
+            # With single_pass the KL's weight in the advantages is 0, so they need no old log-probs.
+            kl_tokens = kl_estimate(old_logps, ref_logps, o.kl_estimator) * mask if old_logps is not None \
+                else torch.zeros_like(mask)
             advantages, returns = self.advantages(scores, kl_tokens, mask, values)
         update_started = time.perf_counter()
-        update = self.update(batch, old.logps, ref_logps, advantages, values, returns, texts.prompts)
+        update = self.update(batch, old_logps, ref_logps, advantages, values, returns, texts.prompts)
         update_s = time.perf_counter() - update_started
+        if old_logps is None:
+            kl_tokens = kl_estimate(self._pass_logps, ref_logps, o.kl_estimator) * mask
 
         lengths = mask.sum(1)
         sequence_kl = (kl_tokens.sum(1)).mean()
