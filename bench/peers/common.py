@@ -79,6 +79,19 @@ def bench_model_path() -> Path:
     return bench_model(Path(default_cache_dir()))
 
 
+def load_peer_model(model: str | None):
+    """(model path, tokenizer, model) as every TRL peer loads them: the bench model unless one is
+    given, fp32 weights, SDPA, TORCH_THREADS torch threads (raymill's bench settings)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(TORCH_THREADS)
+    model_path = model or str(bench_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    return model_path, tokenizer, AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa",
+                                                                      dtype=torch.float32)
+
+
 def step_clock_callback(path: Path):
     """A TrainerCallback that appends one JSON line per log event ({step, time_s, logs}), the
     same clock raymill's MetricsJsonlCallback keeps, so both sides' step times are read alike."""

@@ -84,18 +84,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    import torch
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
-    from bench.peers.common import TORCH_THREADS, bench_model_path, rl_rule_reward, step_clock_callback, torch_versions
+    from bench.peers.common import load_peer_model, rl_rule_reward, step_clock_callback, torch_versions
 
-    torch.set_num_threads(TORCH_THREADS)
     out = Path(args.out)
-    model_path = args.model or str(bench_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa", dtype=torch.float32)
+    model_path, tokenizer, model = load_peer_model(args.model)
     dataset = load_dataset("json", data_files=args.data, split="train").select_columns(["prompt"])
     completions_per_step = args.prompts_per_step * args.num_generations
     config = GRPOConfig(
