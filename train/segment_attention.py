@@ -29,6 +29,10 @@ def example_bounds(position_ids: torch.Tensor | None, q_length: int, kv_length: 
     restarts = position_ids[:, 1:] == 0
     if not bool(restarts.any()):
         return None
+    # Two zeros in a row: left padding written as position 0 (every pad would be an "example"), or
+    # a one-token example. Either way the mask, not the positions, says who sees whom: plain SDPA.
+    if bool((restarts & (position_ids[:, :-1] == 0)).any()):
+        return None
     spans = []
     for row in restarts.to("cpu"):
         starts = [0] + (row.nonzero().flatten() + 1).tolist()

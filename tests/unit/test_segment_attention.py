@@ -36,6 +36,9 @@ def test_bounds():
     assert example_bounds(pos, 9, 9) == [[(0, 3), (3, 5), (5, 9)]]
     assert example_bounds(torch.arange(9)[None], 9, 9) is None  # one example: plain SDPA
     assert example_bounds(pos, 1, 9) is None  # decoding with a cache
+    # Left padding at position 0 (the RL rollouts' layout) and one-token examples: the mask decides.
+    assert example_bounds(torch.tensor([[0, 0, 0, 0, 1, 2]]), 6, 6) is None
+    assert example_bounds(torch.tensor([[0, 1, 0, 0, 1]]), 5, 5) is None
 
 
 def test_packed_rows_match_the_block_diagonal_mask(monkeypatch):
@@ -46,11 +49,11 @@ def test_packed_rows_match_the_block_diagonal_mask(monkeypatch):
     monkeypatch.setattr(module.F, "scaled_dot_product_attention",
                         lambda q, *a, **k: calls.append(q.shape[2]) or sdpa(q, *a, **k))
     plain, segments = _pair()
-    batch = _packed([17, 5, 30, 1, 11])
+    batch = _packed([17, 5, 30, 2, 11])
     want = plain(**batch, use_cache=False)
     calls.clear()
     got = segments(**batch, use_cache=False)
-    assert calls == [17, 5, 30, 1, 11] * 2  # one causal SDPA per example, per layer
+    assert calls == [17, 5, 30, 2, 11] * 2  # one causal SDPA per example, per layer
     torch.testing.assert_close(got.logits, want.logits, atol=2e-5, rtol=1e-4)
     want.loss.backward()
     got.loss.backward()
@@ -59,6 +62,13 @@ def test_packed_rows_match_the_block_diagonal_mask(monkeypatch):
     # The split matters: attending across the example boundary would change the logits.
     whole = plain(input_ids=batch["input_ids"], use_cache=False).logits
     assert not torch.allclose(whole, want.logits, atol=1e-3)
+
+
+def test_one_token_examples_fall_back_to_the_mask():
+    plain, segments = _pair(5)
+    batch = _packed([9, 1, 6])
+    torch.testing.assert_close(segments(**batch, use_cache=False).logits, plain(**batch, use_cache=False).logits,
+                               atol=2e-5, rtol=1e-4)
 
 
 def test_padded_batches_and_generation_take_plain_sdpa():
