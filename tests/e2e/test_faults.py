@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -161,6 +162,7 @@ def test_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(ray_tw
         return workers[0] if registered and early and workers else None
 
     worker = _while_running(job, log, checkpointed_worker, 300, "a first checkpoint")
+    killed_at = time.time()
     _sigkill(worker)
     assert job.poll() is None, "the job had already finished: the kill did not land mid-run"
     code, text = job_output(job, log)
@@ -171,9 +173,14 @@ def test_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(ray_tw
     # Each step once, in order, up to max_steps: a restart from scratch would have logged steps
     # 1.. again; a resume from the checkpoint at step s drops the records after s and goes on.
     assert [r["step"] for r in losses] == list(range(1, max_steps + 1))
-    # The restarted worker's clock starts at 0: exactly one drop in time_s, right after a checkpoint step.
+    # The worker that finished loaded its model after the kill (its phase file says when): a new worker.
+    phases = json.loads((run / "logs" / "worker_phases.json").read_text())
+    assert phases["model_loaded"] > killed_at, (phases, killed_at)
+    # The restarted worker's clock starts at 0, so time_s drops right after the checkpoint step it
+    # resumed from. A fast tiny run can be killed so early that its clock had not passed the new
+    # worker's start-up: then there is no drop to see, and the checks above carry the test.
     restarts = [b["step"] for a, b in zip(losses, losses[1:]) if b["time_s"] < a["time_s"]]
-    assert len(restarts) == 1 and (restarts[0] - 1) % save_steps == 0, restarts
+    assert len(restarts) <= 1 and all((step - 1) % save_steps == 0 for step in restarts), restarts
     assert all(isinstance(r["loss"], float) and r["loss"] == r["loss"] for r in losses)  # finite, no NaN
     summary = json.loads((run / "run_summary.json").read_text())
     assert not summary.get("error") and summary.get("global_step", max_steps) == max_steps
