@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from bench.bench_train_vs_trl import load1, machine, read_jsonl, run_process, step_records, versions  # noqa: E402
 from bench.peers.common import (  # noqa: E402
     RL_BETA, RL_LEARNING_RATE, RL_MAX_NEW_TOKENS, RL_NUM_GENERATIONS, RL_PROMPTS_PER_STEP, TORCH_THREADS,
-    bench_model_path, write_rl_prompts,
+    add_output_arguments, bench_model_path, write_rl_prompts,
 )
 
 PY = sys.executable
@@ -198,11 +198,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=RL_MAX_NEW_TOKENS, dest="max_new_tokens")
     parser.add_argument("--beta", type=float, default=RL_BETA)
     parser.add_argument("--learning-rate", type=float, default=RL_LEARNING_RATE, dest="learning_rate")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "rl_vs_trl.json"))
-    parser.add_argument("--results-md", default=str(REPO / "bench" / "RESULTS.md"), dest="results_md",
-                        help="markdown file the table is appended to ('' = none)")
-    parser.add_argument("--raymill-root", default=None, dest="raymill_root",
-                        help="run raymill from another checkout of the code (PYTHONPATH), e.g. for a before/after")
+    add_output_arguments(parser, "rl_vs_trl.json")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

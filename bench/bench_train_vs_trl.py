@@ -35,7 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.peers.common import TORCH_THREADS, bench_model_path, write_dpo_data, write_sft_data  # noqa: E402
+from bench.peers.common import (  # noqa: E402
+    TORCH_THREADS, add_output_arguments, bench_model_path, write_dpo_data, write_sft_data,
+)
 
 WARMUP_STEPS = 10  # steps excluded from the steady state (allocator warm-up, Ray start-up activity)
 PY = sys.executable
@@ -210,11 +212,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=60, dest="sft_steps")
     parser.add_argument("--dpo-steps", type=int, default=30, dest="dpo_steps")
     parser.add_argument("--stages", default="sft,dpo")
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "train_vs_trl.json"))
-    parser.add_argument("--results-md", default=str(REPO / "bench" / "RESULTS.md"), dest="results_md",
-                        help="markdown file the table is appended to ('' = none)")
-    parser.add_argument("--raymill-root", default=None, dest="raymill_root",
-                        help="run raymill from another checkout of the code (PYTHONPATH), e.g. for a before/after")
+    add_output_arguments(parser, "train_vs_trl.json")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -79,6 +79,15 @@ def bench_model_path() -> Path:
     return bench_model(Path(default_cache_dir()))
 
 
+def add_output_arguments(parser, results_json: str) -> None:
+    """--out, --results-md and --raymill-root, as every side-by-side bench takes them."""
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / results_json))
+    parser.add_argument("--results-md", default=str(REPO / "bench" / "RESULTS.md"), dest="results_md",
+                        help="markdown file the table is appended to ('' = none)")
+    parser.add_argument("--raymill-root", default=None, dest="raymill_root",
+                        help="run raymill from another checkout of the code (PYTHONPATH), e.g. for a before/after")
+
+
 def load_peer_model(model: str | None):
     """(model path, tokenizer, model) as every TRL peer loads them: the bench model unless one is
     given, fp32 weights, SDPA, TORCH_THREADS torch threads (raymill's bench settings)."""

@@ -210,6 +210,7 @@ class PreferenceStats(dict):
         return [StageCount(stage=self["stage"], rows_in=self["rows_in"], kept=self["kept"], dropped=dict(self["dropped"]))]
 
 
+TRAIN_BLOCK_ROWS = 256  # rows per block of the training pairs handed to Ray Data
 PAIRS_CACHE_FORMAT = 1  # bump when TokenizePairs' output changes meaning: old cache entries are ignored
 
 
@@ -303,9 +304,6 @@ def build_preference_dataset(cfg: TrainConfig):
     # Several blocks, so streaming_split can hand each training worker its share.
     blocks = [train.slice(i, TRAIN_BLOCK_ROWS) for i in range(0, train.num_rows, TRAIN_BLOCK_ROWS)]
     return ray.data.from_arrow(blocks), stats
-
-
-TRAIN_BLOCK_ROWS = 256
 
 
 def _plain(value: Any) -> Any:
