@@ -15,6 +15,7 @@ from typing import Any
 FINETUNING_TYPES = ("full", "freeze", "lora", "qlora")
 SCHEDULERS = ("cosine", "linear", "constant", "wsd")
 DTYPES = ("fp32", "bf16", "fp16")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "sdpa_segments", "eager", "flash_attention_2")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD")
 
 
@@ -256,6 +257,9 @@ def validate_config(config: TrainConfig) -> None:
         raise TrainConfigError(f"unknown lr_scheduler {t.lr_scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if m.dtype not in DTYPES:
         raise TrainConfigError(f"unknown dtype {m.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if m.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise TrainConfigError(f"unknown attn_implementation {m.attn_implementation!r}; "
+                               f"choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     if f.finetuning_type == "qlora" and f.quantization_bit not in (4, 8):
         raise TrainConfigError(f"quantization_bit must be 4 or 8, got {f.quantization_bit}")
     if f.finetuning_type == "qlora" and f.quantization_type not in ("nf4", "fp4"):

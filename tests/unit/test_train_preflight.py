@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
     ({"stage": "sft", "model": "/no/such/model"}, "model path '/no/such/model' does not exist"),
     ({"stage": "dpo", "tokenizer": "./no/such/tokenizer"}, "does not exist"),
     ({"stage": "sft", "dtype": "fp16"}, "fp16 needs a GPU"),
+    ({"stage": "sft", "attn_implementation": "flash"}, "unknown attn_implementation 'flash'.*sdpa_segments"),
 ])
 def test_preflight_rejects_bad_options(raw, message):
     with pytest.raises(ValueError, match=message):
