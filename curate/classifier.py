@@ -46,22 +46,20 @@ class TrainOptions:
     seed: int = 0
 
 
-def _train_supervised(fasttext, train_file: str, options: TrainOptions, attempts: int = 8):
-    """fastText 0.9.3 sometimes stops with "Encountered NaN" on a small set even at a low rate,
-    and not reproducibly: the same file, seed and single thread fail in about one run in five
-    (measured on the embedded quality set at lr 0.05-0.5). Retry with the next seed at a
-    lower rate; eight attempts make a lost job about as likely as a lost node."""
-    lr = options.lr
-    for attempt in range(attempts):
-        try:
-            return fasttext.train_supervised(input=train_file, epoch=options.epochs, lr=lr,
-                                             wordNgrams=options.word_ngrams, dim=options.dim,
-                                             minCount=options.min_count, bucket=options.bucket,
-                                             seed=options.seed + attempt, thread=1, verbose=0)
-        except RuntimeError as exc:
-            if "NaN" not in str(exc) or attempt == attempts - 1:
-                raise
-            lr *= 0.8
+# fastText 0.9.3 fills its random input matrix in ten blocks, one per training thread
+# (DenseMatrix::uniformThread), so with fewer than ten threads the rest of the matrix keeps
+# whatever the allocator handed back: heap garbage (values up to 1e13 measured), which ends a
+# run with "Encountered NaN" at any learning rate and, depending on the heap, in one run in two
+# or every run (the CI process, after hundreds of tests). Eleven threads cover all ten blocks and
+# the remainder of the integer division; on a small set the extra threads cost well under a second.
+INIT_THREADS = 11
+
+
+def _train_supervised(fasttext, train_file: str, options: TrainOptions):
+    return fasttext.train_supervised(input=train_file, epoch=options.epochs, lr=options.lr,
+                                     wordNgrams=options.word_ngrams, dim=options.dim,
+                                     minCount=options.min_count, bucket=options.bucket,
+                                     seed=options.seed, thread=INIT_THREADS, verbose=0)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import CurateConfig
+from curate.driver_actor import start_on_driver_node
 from curate.ppl_buckets import recorded_cutoffs
 from curate.registry import STAGES, get_spec, known_types, model_identities
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, set_column
@@ -354,7 +355,7 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
     plan = check_stages(config)
     started = time.time()
     t0 = time.perf_counter()
-    clock = ray.remote(num_cpus=0)(StageClock).remote()
+    clock = start_on_driver_node(StageClock)
     with dataset_dir(output_dir, "document") as out:
         staging = out.root / "_staging"
         ds, family = build_dataset(config, inputs, plan, clock)

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.driver_actor import start_on_driver_node
 from curate.stage import DROP_REASON, active_mask, set_column
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def _recorder():
     context = ray.get_runtime_context()
     session = (context.get_job_id(), context.get_node_id())  # a new Ray session: a new recorder
     if _recorder_handle is None or _recorder_session != session:
-        _recorder_handle, _recorder_session = ray.remote(num_cpus=0)(CutoffRecorder).remote(), session
+        _recorder_handle, _recorder_session = start_on_driver_node(CutoffRecorder), session
     return _recorder_handle
 
 
