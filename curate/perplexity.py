@@ -36,6 +36,7 @@ Plugging a real model: `perplexity.model_path` takes any local Hugging Face caus
 directory (or hub id the nodes can load), e.g. a 0.5B Qwen model with `device: cuda`,
 `dtype: bfloat16`, `window: 2048`, `batch_size: 32` on GPU nodes (`runtime.actor_cpus`
 stays the CPU share; give the actors a GPU through Ray's resources when scheduling).
+A KenLM model file (`.arpa`, `.bin`) scores the CCNet way instead: curate.kenlm_scorer.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.kenlm_scorer import KenLMScorer, is_kenlm_model, kenlm_available
 from curate.stage import Stage, mark_drops, set_column
 
 SCORED, TRUNCATED, EMPTY, UNMAPPABLE = "scored", "truncated", "empty", "unmappable"
@@ -86,6 +88,9 @@ class PerplexityConfig:
             raise ValueError(f"perplexity.batch_size must be a positive integer, got {self.batch_size!r}")
         if not 0.0 <= self.max_unmappable_ratio <= 1.0:
             raise ValueError(f"perplexity.max_unmappable_ratio must be in [0, 1], got {self.max_unmappable_ratio!r}")
+        if is_kenlm_model(self.model_path) and not kenlm_available():
+            raise ValueError(f"perplexity.model_path {self.model_path} is a KenLM model, but the kenlm package "
+                             "is not installed (pip install kenlm)")
 
 
 def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -121,10 +126,14 @@ class PerplexityStage(Stage):
     needs_actor = True
 
     def __init__(self, config: PerplexityConfig | None = None):
+        self.config = config = config or PerplexityConfig()
+        # A KenLM model file (CCNet's scorer) replaces the neural LM: same labels, no torch.
+        self.kenlm = KenLMScorer(config) if is_kenlm_model(config.model_path) else None
+        if self.kenlm is not None:
+            return
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.config = config = config or PerplexityConfig()
         if config.threads:
             torch.set_num_threads(config.threads)
         self.torch = torch
@@ -261,6 +270,8 @@ class PerplexityStage(Stage):
 
     def score(self, texts: list[str]) -> tuple[list[float | None], list[int], list[str]]:
         """ppl, scored targets and status per text."""
+        if self.kenlm is not None:
+            return self.kenlm.score(texts)
         encoded = self._encode([t or "" for t in texts]) if texts else []
         status, sequences = [], []
         for ids, more, unmappable in encoded:
