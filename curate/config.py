@@ -20,6 +20,7 @@ from schemas.options import OptionsError, check_keys, from_mapping
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
 TOP_LEVEL_KEYS = {"input", "output", "cache_dir", "read", "thresholds", "runtime", *STAGE_ORDER}
+AUTO = "auto"  # a stage's `enabled:` value: on when the stages it needs are on (StageSpec.needs)
 
 
 class CurateConfigError(ValueError):
@@ -82,8 +83,14 @@ def parse_config(cfg: dict) -> CurateConfig:
             raise CurateConfigError(f"config section {name!r} must be a mapping, got {section!r}")
         # An absent section means the stage's declared default, not silently "on".
         enabled = section.get("enabled", spec.default_enabled)
-        if not isinstance(enabled, bool):
-            raise CurateConfigError(f"{name}.enabled must be true or false, got {enabled!r}")
+        if enabled == AUTO and spec.needs:
+            enabled = all(need in stages for need in spec.needs)  # needs come earlier in STAGES
+        elif not isinstance(enabled, bool):
+            choices = "true, false or auto" if spec.needs else "true or false"
+            raise CurateConfigError(f"{name}.enabled must be {choices}, got {enabled!r}")
+        elif enabled and (off := [need for need in spec.needs if need not in stages]):
+            raise CurateConfigError(f"{name} needs the {', '.join(off)} stage's labels, which is disabled "
+                                    f"(enable it, or set {name}.enabled: auto or false)")
         if enabled:
             stages[name] = {k: v for k, v in section.items() if k != "enabled"}
             try:

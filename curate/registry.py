@@ -39,7 +39,11 @@ class StageSpec:
     # a list of pyarrow fields.
     labels: Mapping[str, pa.DataType] | str = ()
     actor: bool = False
-    default_enabled: bool = True
+    # True / False, or "auto": on exactly when every stage in `needs` is on.
+    default_enabled: bool | str = True
+    # Stages whose labels this one reads (ppl_bucket reads perplexity's ppl): with one of
+    # them off, an `auto` stage is off too and an explicitly enabled one is a config error.
+    needs: tuple[str, ...] = ()
     # "module:Dataclass" whose fields are the section's keys, passed to the stage as one
     # object; None = the section's keys are the stage class's keyword arguments.
     options: str | None = None
@@ -187,7 +191,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("topic", "curate.quality:TopicStage", options="curate.quality:TopicConfig", actor=True,
               default_enabled=False, labels={"topic": _STR, "topic_score": _FLOAT}),
     StageSpec("ppl_bucket", GLOBAL, options="curate.ppl_buckets:BucketConfig", labels="curate.ppl_buckets:LABEL_TYPES",
-              default_enabled=False, run="curate.ppl_buckets:bucket_dataset"),
+              default_enabled="auto", needs=("perplexity",), run="curate.ppl_buckets:bucket_dataset"),
     StageSpec("filter", "curate.rules:RuleFilterStage", run_settings={"rules": "rules", "thresholds": "thresholds"}),
     # After the rules: a cluster's survivor is chosen among rows that pass them, so a
     # cluster never loses all its members to a rule that fires on the survivor alone.

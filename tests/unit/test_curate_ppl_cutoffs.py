@@ -8,7 +8,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from curate.ppl_buckets import CutoffRecorder, assign_buckets, bucket_dataset, compute_cutoffs, recorded_cutoffs
+from curate.ppl_buckets import (
+    CutoffRecorder,
+    assign_buckets,
+    bucket_dataset,
+    compute_cutoffs,
+    recorded_cutoffs,
+)
 
 # Stages before ppl_bucket in the pipeline order: a row they dropped never reached the buckets.
 BEFORE_BUCKETS = {"url_filter", "extract", "langid", "heuristics", "clean_lines", "pii", "sensitive", "perplexity",
@@ -123,3 +129,16 @@ def test_plan_with_buckets_stays_lazy_and_fits_small_clusters(tmp_path, ray_sess
     active = [r for r in rows if r["drop_reason"] is None]
     assert len(rows) == 3 and active and all(r["ppl_bucket"] in ("head", "middle", "tail") for r in active)
     assert recorded_cutoffs(ds)["documents"] == len(active)
+
+
+def test_buckets_follow_the_perplexity_stage_by_default_and_say_when_they_cannot():
+    from curate.config import CurateConfigError, merge_config, parse_config
+
+    assert parse_config(merge_config()).enabled("ppl_bucket")  # the default run labels buckets
+    assert not parse_config(merge_config({"perplexity": {"enabled": False}})).enabled("ppl_bucket")
+    with pytest.raises(CurateConfigError, match="ppl_bucket needs the perplexity stage"):
+        parse_config(merge_config({"perplexity": {"enabled": False}, "ppl_bucket": {"enabled": True}}))
+    with pytest.raises(CurateConfigError, match="true, false or auto"):
+        parse_config(merge_config({"ppl_bucket": {"enabled": "yes"}}))
+    with pytest.raises(CurateConfigError, match="must be true or false"):
+        parse_config(merge_config({"quality": {"enabled": "auto"}}))  # auto only where a stage needs another
