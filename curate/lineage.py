@@ -5,7 +5,8 @@ WARC-Record-ID, or a hash of file + offset / line: curate.readers), its input fi
 (`source`) and byte offset (`source_offset`). A trace finds the row in RUN/data or
 RUN/dropped and lays out its path: the input, each stage's labels in pipeline order (the
 stages after the one that dropped it never saw it), the rule that dropped it, and for a
-duplicate cluster its survivor and members.
+duplicate cluster its survivor and members. A training run's trace (train.lineage) starts
+from the curated dataset's path it recorded; `curated_root` finds the run directory here.
 """
 from __future__ import annotations
 
@@ -67,6 +68,20 @@ def trace(dataset_dir: str | Path, doc_id: str) -> dict[str, Any]:
         result["cluster"] = {"id": cluster_id, "size": row.get("dup_cluster_size"), "survivor": cluster_id,
                              "duplicate_of": row.get("duplicate_of"), "members": sorted(members, key=lambda m: m["id"])}
     return result
+
+
+def curated_root(path: str | Path | None) -> Path | None:
+    """The curate dataset directory that `path` is, or holds it (its data/ folder or a file
+    in it): what a training run records as a dataset's path. None if it is not one."""
+    if not path:
+        return None
+    from schemas.funnel import ACCOUNTING_FILE
+
+    start = Path(path)
+    for candidate in [start, *start.parents][:3]:
+        if (candidate / ACCOUNTING_FILE).is_file() and (candidate / "data").is_dir():
+            return candidate
+    return None
 
 
 def _value(value: Any) -> str:

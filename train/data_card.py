@@ -7,8 +7,14 @@ raymill dataset directory (data/ = kept, dropped/, accounting.json) so `schemas.
 computes and renders it like every other card. The rows carry no text, so the directory
 stays small beside the corpus.
 
+Beside them, `lineage/` holds which records went into which packed sequences (train.lineage;
+linked from the token cache), and the card's run record (`accounting.json` run.lineage, the
+card's run extras) says where it is, with its counts: sequences, documents, documents split
+across sequences, and each dataset's path for `jobs/card.py RUN --trace DOC_ID`.
+
 A stage's stats object takes part by offering `card_dataset()` (a Ray Dataset or Arrow
-table of those rows) and `funnel()` (a list of schemas.funnel.StageCount).
+table of those rows) and `funnel()` (a list of schemas.funnel.StageCount); `lineage_files()`
+or `lineage_tables()` where it packs sequences.
 """
 from __future__ import annotations
 
@@ -20,9 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from train import lineage
+
 log = logging.getLogger(__name__)
 
-TRAIN_DATA_DIR = "train_data"
+TRAIN_DATA_DIR = lineage.TRAIN_DATA_DIR
 
 
 def _batches(rows: Any) -> Iterator[pa.Table]:
@@ -88,6 +96,10 @@ def write_training_card(run_dir: str | Path, cfg, stats: Any, kind: str | None =
         if kept.rows != funnel[-1].kept or dropped.rows != sum(sum(s.dropped.values()) for s in funnel):
             raise RuntimeError(f"training card rows (kept {kept.rows}, dropped {dropped.rows}) do not match "
                                f"the data stats {[vars(s) for s in funnel]}")
+        sequences = lineage.write_lineage(out.root / lineage.LINEAGE_DIR, stats)
+        if sequences is not None:
+            lineage.check_sequences(sequences, stats)
+            run["lineage"] = lineage.lineage_summary(stats, sequences, dict(getattr(stats, "sources", None) or {}))
         out.finish(funnel, run)
     return target / "card"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import random
 import zlib
@@ -38,8 +39,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from train.formats import DatasetSpec, convert_row, iter_raw_rows, load_dataset_spec
+from train.lineage import spans_table
 from train.mixing import MixSchedule, interleave, shuffle_buffer
-from train.packing import BlockChunker, best_fit_decreasing, make_pack
+from train.packing import BlockChunker, Span, best_fit_decreasing, example_spans, make_pack
 from train.tokenize import IGNORE_INDEX, Drop, EncodedExample, encode_pretrain_batch, encode_sft
 
 # How records become training rows: "blocks" concatenates documents and cuts them into
@@ -270,8 +272,10 @@ def _sft_view(record: dict, kind: str) -> dict:
 
 class TokenizePack:
     """Actor: records -> packed training rows (`emit="train"`), drop rows (`"drops"`),
-    one counters row per batch (`"stats"`), one summary row per record (`"card"`), or all
-    three at once for the token cache (`"all"`). Loads the tokenizer once, in __init__."""
+    one counters row per batch (`"stats"`), one summary row per record (`"card"`), one
+    lineage row per packed row (`"lineage"`: which records' tokens it holds, train.lineage),
+    or all but the drops at once for the token cache (`"all"`). Loads the tokenizer once,
+    in __init__."""
 
     def __init__(self, tokenizer_path: str, layout: str, template: str | None, cutoff_len: int, packing: bool,
                  seed: int, train_on_prompt: bool = False, mask_history: bool = False, emit: str = "train"):
@@ -332,12 +336,13 @@ class TokenizePack:
                 kinds.append(batch["kind"][i])
                 records.append(json.loads(batch["record"][i]))
         encoded = self._encode(kinds, records)
-        good = []
+        good, good_ids = [], []
         for i, ex in zip(kept_idx, encoded):
             if isinstance(ex, Drop):
                 drops.append((i, ex.reason, ex.detail))
             else:
                 good.append(ex)
+                good_ids.append(batch["id"][i])
         if self.emit == "drops":
             return pa.table({
                 "id": pa.array([batch["id"][i] for i, _, _ in drops], pa.string()),
@@ -347,31 +352,39 @@ class TokenizePack:
             })
         if self.emit == "card":
             return self._card_rows(batch, kept_idx, encoded, drops)
-        rows = self._pack(good, batch)
+        rows = self._pack(good, good_ids, batch)
         if self.emit == "stats":
             return self._stats_row(n, good, drops, rows)
+        if self.emit == "lineage":
+            return _lineage_table(rows)
         if self.emit == "all":
             return pa.table({"train": [_ipc(_rows_table(rows))],
                              "card": [_ipc(self._card_rows(batch, kept_idx, encoded, drops))],
+                             "lineage": [_ipc(_lineage_table(rows))],
                              "stats": self._stats_row(n, good, drops, rows).column("stats")})
         return _rows_table(rows)
 
-    def _pack(self, good: list, batch: dict) -> list[dict]:
+    def _pack(self, good: list, good_ids: list[str], batch: dict) -> list[dict]:
+        """Packed rows of the batch's encoded records; each row's `spans` say which records
+        (by id) its tokens come from, for the lineage table."""
         if self.layout == "blocks":
-            chunker = BlockChunker(self.cutoff_len)
-            rows = list(chunker.feed(good))
+            chunker = BlockChunker(self.cutoff_len, track_spans=True)
+            rows = list(chunker.feed(good, good_ids))
             for r in rows:
                 r.update(num_examples=0, num_truncated=0)
             return rows
         if not self.packing:
-            return [dict(make_pack([ex]), num_examples=1, num_truncated=int(ex.truncated)) for ex in good]
+            return [dict(make_pack([ex]), num_examples=1, num_truncated=int(ex.truncated),
+                         spans=[Span(rid, 0, len(ex.input_ids))]) for ex, rid in zip(good, good_ids)]
         bins = best_fit_decreasing([len(ex.input_ids) for ex in good], self.cutoff_len)
         # Packs come out longest-first; shuffle them with a seed tied to this batch's content
         # so the order stays a function of the data and the seed alone.
         key = zlib.crc32("\x00".join(str(x) for x in batch["id"]).encode())
         random.Random(self.seed * 1_000_003 + key).shuffle(bins)
         return [dict(make_pack([good[i] for i in b]), num_examples=len(b),
-                     num_truncated=sum(int(good[i].truncated) for i in b)) for b in bins]
+                     num_truncated=sum(int(good[i].truncated) for i in b),
+                     spans=example_spans([good_ids[i] for i in b], [len(good[i].input_ids) for i in b]))
+                for b in bins]
 
     def _card_rows(self, batch: dict, kept_idx: list[int], encoded: list, drops: list) -> pa.Table:
         """One row per input record for the training set's card: kept examples with token
@@ -405,6 +418,10 @@ class TokenizePack:
             "tokens": sum(len(r["input_ids"]) for r in rows),
             "label_tokens": sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows),
             "slots": len(rows) * self.cutoff_len,
+            # Documents with pieces in more than one sequence (a block boundary cut them). A
+            # document never spans two batches (each batch is chunked on its own), so the
+            # per-batch counts add up.
+            "split_documents": _split_documents(rows),
         }
         return pa.table({"stats": [json.dumps(stats)]})
 
@@ -426,6 +443,21 @@ TRAIN_ROW_SCHEMA = pa.schema([("input_ids", _INT_LIST), ("labels", _INT_LIST), (
 CARD_ROW_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("tokens", pa.int32()),
                              ("label_tokens", pa.int32()), ("truncated", pa.bool_()), ("drop_reason", pa.string()),
                              ("drop_detail", pa.string())])
+
+
+def _split_documents(rows: list[dict]) -> int:
+    """Documents cut by a block boundary: each is the last piece of one sequence, from its
+    start (offset 0), continued by the first piece of the next."""
+    count = 0
+    for row, after in itertools.pairwise(rows):
+        if row["spans"] and after["spans"]:
+            last, first = row["spans"][-1], after["spans"][0]
+            count += last.doc_offset == 0 and first.doc_offset > 0 and first.doc_id == last.doc_id
+    return count
+
+
+def _lineage_table(rows: list[dict]) -> pa.Table:
+    return spans_table([r["spans"] for r in rows])
 
 
 def _rows_table(rows: list[dict]) -> pa.Table:
@@ -510,11 +542,14 @@ class DataStats:
     cache_dir: str | None = None  # the token cache these counts came from (None: streamed)
     cache_reused: bool = False  # True: this run tokenized nothing
     tokenize_seconds: float | None = None
+    split_documents: int = 0  # documents whose tokens went into more than one packed sequence
+    sources: dict[str, str] = field(default_factory=dict)  # dataset name -> its path (for lineage traces)
 
     @classmethod
     def from_counts(cls, counts: dict, cache_dir: Path, reused: bool) -> "DataStats":
         """Stats of a token cache: counted in the pass that wrote it, nothing to collect."""
-        fields_ = ("records", "examples", "truncated", "sequences", "tokens", "label_tokens", "slots")
+        fields_ = ("records", "examples", "truncated", "sequences", "tokens", "label_tokens", "slots",
+                   "split_documents")
         return cls(**{k: int(counts.get(k, 0)) for k in fields_}, drops=dict(counts.get("drops") or {}),
                    collected=True, cache_dir=str(cache_dir), cache_reused=reused,
                    tokenize_seconds=None if reused else counts.get("tokenize_seconds"))
@@ -539,7 +574,8 @@ class DataStats:
                 row = json.loads(text)
                 drops.update(row.pop("drops"))
                 totals.update(row)
-        for key in ("records", "examples", "truncated", "sequences", "tokens", "label_tokens", "slots"):
+        for key in ("records", "examples", "truncated", "sequences", "tokens", "label_tokens", "slots",
+                    "split_documents"):
             setattr(self, key, int(totals[key]))
         self.drops = dict(sorted(drops.items()))
         self.collected = True
@@ -573,6 +609,22 @@ class DataStats:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
                 yield pa.Table.from_batches([batch])
 
+    def lineage_files(self) -> list[str] | None:
+        """The token cache's lineage table (train.lineage), or None for a stream."""
+        if not self.cache_dir:
+            return None
+        from train.token_cache import parquet_files
+
+        return parquet_files(Path(self.cache_dir), "lineage")
+
+    def lineage_tables(self) -> Iterator[pa.Table] | None:
+        """A stream's lineage: one more pass over it (the token cache has it from its one
+        pass); None for stats not attached to a pipeline."""
+        if self._make is None:
+            return None
+        batches = self._make("lineage").iter_batches(batch_format="pyarrow", batch_size=None)
+        return (b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches)
+
     def drops_dataset(self):
         """The dropped rows (id, source, drop_reason, drop_detail) as a lazy Ray Dataset."""
         if self.cache_dir:
@@ -584,7 +636,8 @@ class DataStats:
         return {"records": self.records, "examples": self.examples, "dropped": self.dropped,
                 "drops_by_reason": dict(self.drops), "truncated": self.truncated, "sequences": self.sequences,
                 "tokens": self.tokens, "label_tokens": self.label_tokens, "slots": self.slots,
-                "packing_efficiency": round(self.packing_efficiency, 4), "tokenized_cache": self.cache_dir,
+                "packing_efficiency": round(self.packing_efficiency, 4), "split_documents": self.split_documents,
+                "tokenized_cache": self.cache_dir,
                 "cache_reused": self.cache_reused, "tokenize_seconds": self.tokenize_seconds}
 
     def funnel(self) -> list:
@@ -640,8 +693,10 @@ def build_train_dataset(layout: str, data: Any, tokenizer_path: str, cutoff_len:
                                      fn_constructor_kwargs=config, **common)
         return _ordered(ds)
 
+    sources = {w.spec.name: w.spec.path if w.spec.loader == "hf" else str(Path(w.spec.path).resolve())
+               for w in weighted}
     if options.tokenized_cache == "off" or (options.tokenized_cache == "auto" and cache_root is None):
-        return make("train"), DataStats(_make=make)
+        return make("train"), DataStats(_make=make, sources=sources)
     from train import token_cache
 
     root = Path(cache_root) if options.tokenized_cache == "auto" else Path(options.tokenized_cache)
@@ -653,7 +708,9 @@ def build_train_dataset(layout: str, data: Any, tokenizer_path: str, cutoff_len:
         target, lambda: make("all").iter_batches(batch_size=None, batch_format="numpy"),
         TRAIN_ROW_SCHEMA, CARD_ROW_SCHEMA)
     train = _ordered(cached_parquet_dataset(token_cache.parquet_files(target, "train")))
-    return train, DataStats.from_counts(counts, target, reused)
+    stats = DataStats.from_counts(counts, target, reused)
+    stats.sources = sources
+    return train, stats
 
 
 def dataset_for_config(cfg: Any, layout: str):

@@ -11,12 +11,18 @@ example, which is what lets attention kernels (flash-attn varlen, SDPA with tran
 packed-sequence detection) keep examples apart. The label of each example's first token
 is -100: a causal LM's loss at position t targets label t+1, so this removes the only
 target that would cross from one example into the next.
+
+Lineage: given each example's source id, a pack also carries `spans`, one `Span` per piece
+of a source document it holds (an SFT example is one whole piece; a pretraining document
+cut by a block boundary is a piece in each block it reaches). The training card's lineage
+table is made of them (train.lineage).
 """
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from train.tokenize import IGNORE_INDEX
 
@@ -30,6 +36,24 @@ class PackedExample:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+
+class Span(NamedTuple):
+    """One source document's piece of a packed sequence."""
+
+    doc_id: str
+    start: int  # position of its first token in the sequence
+    length: int  # tokens
+    doc_offset: int = 0  # position of its first token in the document (> 0: the rest of a cut document)
+
+
+def example_spans(doc_ids: Sequence[str], lengths: Sequence[int]) -> list[Span]:
+    """Spans of whole examples laid end to end, as make_pack lays them."""
+    spans, at = [], 0
+    for doc_id, n in zip(doc_ids, lengths):
+        spans.append(Span(doc_id, at, n))
+        at += n
+    return spans
 
 
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -136,31 +160,61 @@ class BlockChunker:
 
     Position ids run 0..block_size-1 in each block (documents inside a block see each
     other, separated by EOS, as in GPT-style pretraining). The tail shorter than a block
-    is kept as a last, shorter block unless `drop_remainder`."""
+    is kept as a last, shorter block unless `drop_remainder`. With `track_spans`, each
+    block also carries `spans`: the documents (by the id given to `add`) whose tokens it
+    holds, a cut document's pieces in every block it reaches."""
 
-    def __init__(self, block_size: int, drop_remainder: bool = False):
-        self.block_size, self.drop_remainder = block_size, drop_remainder
+    def __init__(self, block_size: int, drop_remainder: bool = False, track_spans: bool = False):
+        self.block_size, self.drop_remainder, self.track_spans = block_size, drop_remainder, track_spans
         self.pending: list[int] = []
+        # (doc_id, doc_offset, length) of the pending tokens, in order: one entry per document
+        # (not per token), so tracking costs nothing next to the token lists themselves.
+        self.pieces: deque[tuple[str, int, int]] = deque()
 
-    def add(self, ids: Sequence[int]) -> Iterator[dict[str, list[int]]]:
+    def add(self, ids: Sequence[int], doc_id: str | None = None) -> Iterator[dict[str, list[int]]]:
+        if self.track_spans and len(ids):
+            self.pieces.append((doc_id, 0, len(ids)))
         self.pending.extend(ids)
         size = self.block_size
         if len(self.pending) < size:
             return
         full = len(self.pending) // size * size
         for start in range(0, full, size):
-            yield self._block(self.pending[start:start + size])
+            yield self._tracked(self.pending[start:start + size])
         self.pending = self.pending[full:]
 
     def flush(self) -> Iterator[dict[str, list[int]]]:
         if self.pending and not self.drop_remainder:
-            yield self._block(self.pending)
+            yield self._tracked(self.pending)
         self.pending = []
+        self.pieces.clear()
 
-    def feed(self, docs: Iterable[Sequence[int]]) -> Iterator[dict[str, list[int]]]:
+    def feed(self, docs: Iterable[Sequence[int]], doc_ids: Iterable[str] | None = None) -> Iterator[dict[str, list[int]]]:
+        ids_of = iter(doc_ids) if doc_ids is not None else None
         for ids in docs:
-            yield from self.add(ids)
+            yield from self.add(ids, next(ids_of) if ids_of is not None else None)
         yield from self.flush()
+
+    def _tracked(self, ids: list[int]) -> dict[str, list[int]]:
+        block = self._block(ids)
+        if self.track_spans:
+            block["spans"] = self._take_spans(len(ids))
+        return block
+
+    def _take_spans(self, n: int) -> list[Span]:
+        """The spans of the next `n` pending tokens; a document that runs past them stays
+        pending with its offset moved on."""
+        spans, at = [], 0
+        while at < n and self.pieces:
+            doc_id, offset, length = self.pieces[0]
+            take = min(length, n - at)
+            spans.append(Span(doc_id, at, take, offset))
+            if take == length:
+                self.pieces.popleft()
+            else:
+                self.pieces[0] = (doc_id, offset + take, length - take)
+            at += take
+        return spans
 
     @staticmethod
     def _block(ids: list[int]) -> dict[str, list[int]]:

@@ -3,6 +3,8 @@ cached on disk under a fingerprint of everything that decides them.
 
     <cache>/<fingerprint>/train/part-*.parquet   packed sequences, in stream order
                          /card/part-*.parquet    one row per input record (tokens or drop reason)
+                         /lineage/part-*.parquet one row per packed sequence: its records' ids and
+                                                 token spans (train.lineage)
                          /stats.json             DataStats counters
                          /_SUCCESS               written last (an interrupted pass is never reused)
 
@@ -30,7 +32,7 @@ from schemas.dataset_io import SUCCESS_MARKER, atomic_output_dir
 log = logging.getLogger(__name__)
 
 # Bump when the packed-row format or the tokenization changes meaning: old caches are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the lineage split
 ROWS_PER_FILE = 256  # several files, so Ray Data can split the rows between training workers
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json")
@@ -92,9 +94,13 @@ class _RollingParquet:
 
 
 def write_cache(target: Path, batches: Iterable[dict], train_schema: pa.Schema, card_schema: pa.Schema) -> dict:
-    """Consume the one pass (per batch: Arrow IPC bytes of the packed rows and of the card
-    rows, and the stats JSON) into `target` atomically; returns the summed stats."""
+    """Consume the one pass (per batch: Arrow IPC bytes of the packed rows, of the card rows
+    and of the rows' lineage, and the stats JSON) into `target` atomically; returns the
+    summed stats. The lineage rows get their sequence numbers here, where the packed rows
+    get their place in the cache: row i of train/ is sequence i."""
     from collections import Counter
+
+    from train.lineage import LINEAGE_SCHEMA, numbered
 
     totals: Counter = Counter()
     drops: Counter = Counter()
@@ -102,15 +108,25 @@ def write_cache(target: Path, batches: Iterable[dict], train_schema: pa.Schema, 
     with atomic_output_dir(target) as tmp:
         train = _RollingParquet(tmp / "train", ROWS_PER_FILE)
         card = _RollingParquet(tmp / "card", 64 * ROWS_PER_FILE)
+        lineage = _RollingParquet(tmp / "lineage", 64 * ROWS_PER_FILE)
+        sequences = 0
         for batch in batches:
-            for rows_ipc, card_ipc, stats_json in zip(batch["train"], batch["card"], batch["stats"]):
-                train.write(pa.ipc.open_stream(bytes(rows_ipc)).read_all())
+            for rows_ipc, card_ipc, lineage_ipc, stats_json in zip(batch["train"], batch["card"], batch["lineage"],
+                                                                   batch["stats"]):
+                rows = pa.ipc.open_stream(bytes(rows_ipc)).read_all()
+                spans = pa.ipc.open_stream(bytes(lineage_ipc)).read_all()
+                if spans.num_rows != rows.num_rows:
+                    raise RuntimeError(f"a batch of {rows.num_rows} packed rows came with {spans.num_rows} lineage rows")
+                train.write(rows)
+                lineage.write(numbered(spans, sequences))
+                sequences += rows.num_rows
                 card.write(pa.ipc.open_stream(bytes(card_ipc)).read_all())
                 stats = json.loads(stats_json)
                 drops.update(stats.pop("drops"))
                 totals.update(stats)
         train.finish(train_schema)
         card.finish(card_schema)
+        lineage.finish(LINEAGE_SCHEMA)
         summary = {**{k: int(v) for k, v in totals.items()}, "drops": dict(sorted(drops.items())),
                    "tokenize_seconds": round(time.perf_counter() - started, 3)}
         (tmp / "stats.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -22,6 +22,12 @@ def logged(run_dir: Path) -> dict[int, dict]:
     return {r["step"]: r for r in records if "loss" in r}
 
 
+def card_tokens(run: Path, record_id: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(run / "train_data" / "data", filters=[("id", "=", record_id)]).column("tokens")[0].as_py()
+
+
 def test_sft_run_on_ray_with_real_ingest_writes_every_output(ray_session, tiny_model_dir, tmp_path):
     from train.default_data import sft_default_sample
 
@@ -46,6 +52,11 @@ def test_sft_run_on_ray_with_real_ingest_writes_every_output(ray_session, tiny_m
     card = read_card(run / "train_data" / "card" / "card.arrow")
     assert (card.rows_kept, card.rows_dropped) == (stats["examples"], stats["dropped"])
     assert summary["data_card"] == str(run / "train_data" / "card") and (run / "train_data" / "card" / "card.md").is_file()
+    # ... and its lineage: `jobs/card.py RUN --trace ID` finds a record's packed sequence
+    from jobs.card import trace_text
+
+    tokens = card_tokens(run, "default-sft-0")
+    assert f"outcome   trained: {tokens} tokens in 1 packed sequence" in trace_text(str(run), "default-sft-0")
     steps = logged(run)
     assert sorted(steps) == list(range(1, 17))
     assert steps[16]["loss"] < steps[1]["loss"]
