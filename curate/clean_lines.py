@@ -4,7 +4,8 @@ Removed lines: boilerplate notices (cookies, javascript, terms of use, privacy p
 "all rights reserved" ...), optionally lines that do not end in terminal punctuation
 and lines with too few words (C4 keeps only such lines; off by default because it also
 removes headings and list items that extraction kept on purpose), and lines holding a
-word longer than `max_word_length`. Citation markers such as "[1]", "[edit]" and
+word longer than `max_word_length`, and navigation menus / link bars kept as text lines
+(curate.menu_lines: "首页 - 新闻 - 体育 - 娱乐 - ...", "【发表评论】【关闭窗口】"). Citation markers such as "[1]", "[edit]" and
 "[citation needed]" are cut out of the lines that stay.
 
 Labels: `lines_removed` (int). A document left with no text is dropped with reason
@@ -17,6 +18,7 @@ import re
 import pyarrow as pa
 
 from curate.heuristics import TERMINAL_PUNCT
+from curate.menu_lines import is_menu_line
 from curate.stage import Stage, mark_drops, set_column
 from curate.words import words
 
@@ -52,17 +54,21 @@ class CleanLinesStage(Stage):
 
     def __init__(self, boilerplate: tuple[str, ...] | list[str] = DEFAULT_BOILERPLATE,
                  require_terminal_punct: bool = False, min_words_per_line: int = 0,
-                 max_word_length: int = 1000, remove_citations: bool = True, text_column: str = "text"):
+                 max_word_length: int = 1000, remove_citations: bool = True, remove_menu_lines: bool = True,
+                 text_column: str = "text"):
         self.boilerplate = tuple(s.lower() for s in boilerplate)
         self.require_terminal_punct = require_terminal_punct
         self.min_words_per_line = min_words_per_line
         self.max_word_length = max_word_length
         self.remove_citations = remove_citations
+        self.remove_menu_lines = remove_menu_lines
         self.text_column = text_column
 
     def _keep(self, line: str) -> bool:
         lower = line.lower()
         if any(b in lower for b in self.boilerplate):
+            return False
+        if self.remove_menu_lines and is_menu_line(line):
             return False
         if self.require_terminal_punct and not line.rstrip().endswith(TERMINAL_PUNCT):
             return False

@@ -87,3 +87,38 @@ def test_sensitive_custom_lists_and_files(tmp_path):
     assert out["sensitive_ratio"] == pytest.approx(3 / 7)  # 7 words
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         SensitiveStage(files=[str(tmp_path / "missing.txt")])
+
+
+@pytest.mark.parametrize("line", [
+    "搜狐首页 - 新闻 - 体育 - 娱乐 - 财经 - IT - 汽车 - 房产 - 女人 - 短信",  # a portal's channel menu
+    "|  |  | 博客首页 \\| 注册新的博客 \\| 控制面板 \\| 博客论坛 \\| 博客分类 |",  # a menu inside a layout cell
+    "| 【发表评论】【打印本文】【关闭窗口】 |",  # an article tool bar
+    "您现在的位置：读书 -> 连载 -> 畅销小说 -> 纯棉婚姻书摘 -> 正文",  # a breadcrumb
+    "Home | News | Sport | Business | Terms of use | Contact us",
+])
+def test_menu_lines_are_recognised(line):
+    from curate.menu_lines import is_menu_line
+
+    assert is_menu_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "| Pos | Player | Plays | % | Stats |",  # a data table's header row
+    "|---|---|---|---|---|",
+    "| 2019 | 3.4 | 5.1 | 7.7 | 9.0 |",
+    "2019 - 2020 - 2021 - 2022 - 2023",  # numbers, not links
+    "The river - a long one - runs through the old town, past the market and the harbour.",
+    "记者 - 张三",  # two items: a byline
+    "他说：“我们 - 今天 - 明天 - 后天 - 都会来。”",  # items end a sentence
+    "state-of-the-art well-known up-to-date one-to-one co-op",  # hyphens without spaces
+])
+def test_table_rows_sentences_and_hyphenated_text_are_not_menus(line):
+    from curate.menu_lines import is_menu_line
+
+    assert not is_menu_line(line)
+
+
+def test_clean_lines_removes_menu_lines_unless_told_not_to():
+    text = "首页 - 新闻 - 体育 - 娱乐 - 财经 - 汽车\n今天的新闻很重要。\n| a | b | c | d | e |"
+    assert CleanLinesStage().clean(text) == ("今天的新闻很重要。\n| a | b | c | d | e |", 1)
+    assert CleanLinesStage(remove_menu_lines=False).clean(text)[1] == 0
