@@ -40,9 +40,13 @@ def trl_trainer(tiny_model_dir, tmp_path_factory):
     return make
 
 
-def _fixed_batch():
+def _fixed_batch(grouped: bool = False):
+    """2 x G rows; `grouped`: the G rows of a group share their prompt, as in a rollout (our forward
+    then runs each prompt once, train.rl.shared_prompts)."""
     gen = torch.Generator().manual_seed(1)
     prompt_ids = torch.randint(10, 500, (2 * G, 5), generator=gen)
+    if grouped:
+        prompt_ids = prompt_ids[::G].repeat_interleave(G, dim=0)
     response_ids = torch.randint(10, 500, (2 * G, MAX_NEW), generator=gen)
     lengths = torch.tensor([6, 3, 5, 1, 6, 2, 4, 6])
     response_mask = (torch.arange(MAX_NEW)[None] < lengths[:, None]).long()
@@ -50,13 +54,14 @@ def _fixed_batch():
     return RolloutBatch(prompt_ids, torch.ones_like(prompt_ids), response_ids * response_mask, response_mask), rewards
 
 
-@pytest.mark.parametrize("loss_type,beta,bias_correction", [
-    ("grpo", 0.0, True), ("grpo", 0.04, True), ("grpo", 0.04, False), ("dr_grpo", 0.04, True)])
-def test_grpo_loss_matches_trl(trl_trainer, loss_type, beta, bias_correction):
+@pytest.mark.parametrize("loss_type,beta,bias_correction,grouped", [
+    ("grpo", 0.0, True, False), ("grpo", 0.04, True, False), ("grpo", 0.04, False, False),
+    ("dr_grpo", 0.04, True, False), ("grpo", 0.04, True, True)])
+def test_grpo_loss_matches_trl(trl_trainer, loss_type, beta, bias_correction, grouped):
     trainer = trl_trainer(loss_type, beta, bias_correction)
     model = trainer.model
     model.train()
-    batch, rewards = _fixed_batch()
+    batch, rewards = _fixed_batch(grouped)
     advantages = group_relative(rewards, G, scale_by_std=loss_type == "grpo")
     with torch.no_grad():
         current = response_outputs(model, batch).logps

@@ -214,7 +214,9 @@ class RLLoop:
                 rows = order[start:start + size]
                 mb, m = batch.select(rows), mask[rows]
                 num_tokens = self._tokens_per_worker(m)
-                out, shared_values = self.models.policy(mb, o.temperature, with_entropy=True)
+                # The entropy is a metric unless it is in the loss: then it needs no autograd graph.
+                out, shared_values = self.models.policy(mb, o.temperature, with_entropy=True,
+                                                        entropy_grad=bool(o.entropy_coef))
                 if old_logps is None:
                     self._pass_logps[rows] = out.logps.detach().float()
                 terms = policy_objective(

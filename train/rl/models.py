@@ -118,10 +118,13 @@ class RLModels:
             raise ValueError("data_options.reference=adapter needs finetuning_type lora or qlora")
 
     # ------------------------------------------------------------ the actor and its critic
-    def policy(self, batch: RolloutBatch, temperature: float, with_entropy: bool = False) -> tuple[TokenOutputs, torch.Tensor | None]:
-        """Actor log-probs (+ entropy); with a shared critic also its values from the same forward."""
+    def policy(self, batch: RolloutBatch, temperature: float, with_entropy: bool = False,
+               entropy_grad: bool = True) -> tuple[TokenOutputs, torch.Tensor | None]:
+        """Actor log-probs (+ entropy, under autograd only if `entropy_grad`); with a shared critic
+        also its values from the same forward."""
         shared = self.critic_mode == "shared"
-        out = response_outputs(self.actor, batch, temperature, with_entropy=with_entropy, with_hidden=shared)
+        out = response_outputs(self.actor, batch, temperature, with_entropy=with_entropy, with_hidden=shared,
+                               entropy_grad=entropy_grad)
         values = self.value_head(out.hidden) if shared else None
         return out, values
 

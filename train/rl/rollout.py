@@ -129,21 +129,35 @@ class TokenOutputs:
 
 
 def response_outputs(model, batch: RolloutBatch, temperature: float = 1.0, with_entropy: bool = False,
-                     with_hidden: bool = False) -> TokenOutputs:
+                     with_hidden: bool = False, entropy_grad: bool = True, share_prompts: bool = True) -> TokenOutputs:
     """Per-token log-probs (and entropy, hidden states) of the response tokens under `model`.
 
     Logits are divided by the sampling temperature, so log-probs are those of the
     distribution the tokens were drawn from (the ratio π/π_old is then exact).
-    Only the R + 1 last positions get logits (`logits_to_keep`): the prompt's logits are never built.
+    Only the response's positions get logits: the prompt's logits are never built.
+    Rows that share a prompt (the G samples of GRPO/RLOO) run that prompt once
+    (train.rl.shared_prompts) unless `share_prompts` is False; the result is the same.
+    `entropy_grad=False` computes the entropy as a metric only, outside autograd (no
+    softmax over the vocabulary is kept for the backward pass).
     """
     from train.rl.objective import entropy_from_logits, token_logps
+    from train.rl.shared_prompts import shared_prompt_forward
 
     width = batch.response_ids.size(1)
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                use_cache=False, logits_to_keep=width + 1, output_hidden_states=with_hidden)
-    # The logit at position i predicts token i + 1: the response's logits are the R positions before its tokens.
-    logits = out.logits[:, :-1] / temperature
+    shared = shared_prompt_forward(model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                   batch.response_mask, with_hidden=with_hidden) if share_prompts else None
+    if shared is not None:
+        logits, hidden = shared
+    else:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                    use_cache=False, logits_to_keep=width + 1, output_hidden_states=with_hidden)
+        # The logit at position i predicts token i + 1: the response's logits are the R positions before its tokens.
+        logits = out.logits[:, :-1]
+        hidden = out.hidden_states[-1][:, -width - 1:-1] if with_hidden else None
+    logits = logits / temperature
     logps = token_logps(logits, batch.response_ids)
-    entropy = entropy_from_logits(logits) if with_entropy else None
-    hidden = out.hidden_states[-1][:, -width - 1:-1] if with_hidden else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            entropy = entropy_from_logits(logits)
     return TokenOutputs(logps=logps, entropy=entropy, hidden=hidden)
