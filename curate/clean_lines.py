@@ -43,6 +43,7 @@ DEFAULT_BOILERPLATE = (
     "本网站使用cookie",
     "隐私政策",
     "版权所有",
+    "网友评论仅供其表达个人看法",  # Chinese portals' comment notice (issue 16: taken for the article)
     "利用規約",
     "プライバシーポリシー",
 )

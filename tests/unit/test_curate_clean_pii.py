@@ -122,3 +122,5 @@ def test_clean_lines_removes_menu_lines_unless_told_not_to():
     text = "首页 - 新闻 - 体育 - 娱乐 - 财经 - 汽车\n今天的新闻很重要。\n| a | b | c | d | e |"
     assert CleanLinesStage().clean(text) == ("今天的新闻很重要。\n| a | b | c | d | e |", 1)
     assert CleanLinesStage(remove_menu_lines=False).clean(text)[1] == 0
+    notice = "网友评论仅供其表达个人看法，并不表明本站同意其观点或证实其描述\n为您推荐 - 推荐 - 娱乐 - 体育 - 财经 - 科技"
+    assert CleanLinesStage().clean(notice) == ("", 2)  # a portal page's furniture alone: nothing left
