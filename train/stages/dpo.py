@@ -27,6 +27,7 @@ from train.args import TrainConfig
 from train.distributed import mean_across_ranks
 from train.completion_logps import add_completion_head, completion_logps
 from train.losses import dpo_loss
+from train.packed_pairs import is_packed, packed_logps
 from train.stages import Workflow, register_stage
 from train.stages.preference_stage import (NO_REFERENCE, PreferenceOptions, build_preference_dataset, publish_eval,
                                           read_eval_pairs)
@@ -95,6 +96,8 @@ class DPOStreamTrainer(StreamTrainer):
     # ------------------------------------------------------------ log-probs
     @staticmethod
     def _logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if is_packed(batch):  # padding-free training batch (train.packed_pairs)
+            return packed_logps(model, batch)
         out = completion_logps(model, batch)
         return out.logps, out.counts
 
@@ -211,14 +214,30 @@ def run_dpo(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | 
             extra_callbacks: list | None = None, rank: int = 0) -> dict:
     """Train DPO on a stream of tokenized pairs (rows of the preference dataset)."""
     from train.model_loading import load_tokenizer
+    from train.packed_pairs import PackedPairCollator
     from train.preference_data import PreferenceCollator
     from train.worker import run_causal_lm
 
     options = PreferenceOptions.from_config(cfg)
-    collate = PreferenceCollator(load_tokenizer(cfg.model).pad_token_id)
+    tokenizer = load_tokenizer(cfg.model)
+    if padding_free(options, cfg, tokenizer):
+        collate = PackedPairCollator()
+    else:
+        collate = PreferenceCollator(tokenizer.pad_token_id)
     trainer_class = dpo_trainer_class(cfg, options, read_eval_pairs(run_dir), run_dir)
     return run_causal_lm(cfg, rows, collate, run_dir, max_steps, resume_from=resume_from,
                          extra_callbacks=extra_callbacks, trainer_class=trainer_class, rank=rank)
+
+
+def padding_free(options: PreferenceOptions, cfg: TrainConfig, tokenizer) -> bool:
+    """Whether training batches are packed (train.packed_pairs) rather than padded: `true` /
+    `false` as given; `auto` packs unless the vocabulary makes the unchunked logits too big."""
+    from train.packed_pairs import fits_padding_free
+
+    if options.padding_free != "auto":
+        return options.padding_free == "true"
+    vocab = max(len(tokenizer), tokenizer.vocab_size or 0)
+    return fits_padding_free(vocab, cfg.training.per_device_batch_size, cfg.data.cutoff_len)
 
 
 def train_loop(loop_config: dict) -> None:

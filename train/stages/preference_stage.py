@@ -12,8 +12,9 @@ Ranked lists (kind `ranked_preference`) go the same way with one more column, `r
 (every response, best first): `--stage rm` trains on all C(K,2) pairs of a list; `--stage
 dpo` drops the column and uses each list's best-vs-worst pair.
 
-Pairs are padded, not packed: DPO and the reward model compare the two responses of a
-pair, which must sit in the same batch; packing them would save little at these lengths.
+The two responses of a pair always sit in the same batch. The reward model pads its
+batches; DPO packs each training batch into one row by default (train.packed_pairs,
+`data_options.padding_free`): on the bench's pairs 42% of a padded batch is padding.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ EVAL_FILE = "eval_pairs.jsonl"
 PREFERENCE_KINDS = ("preference", "ranked_preference")
 RANKED_COLUMN = "ranked_ids"
 REFERENCE_MODES = ("auto", "copy", "adapter", "precompute")
+PADDING_FREE_MODES = ("auto", "true", "false")
 NO_REFERENCE = "none"  # the resolved mode of reference-free losses: no reference model at all
 
 
@@ -53,6 +55,7 @@ class PreferenceOptions:
     reference_free: bool = False  # DPO against a uniform reference: log-ratios are the policy's log-probs
     label_smoothing: float = 0.0  # conservative DPO ε in [0, 0.5): P(label flipped); sigmoid and simpo
     simpo_gamma: float = 0.5  # simpo's target reward margin γ
+    padding_free: str = "auto"  # auto | true | false: dpo training batches packed in one row (train.packed_pairs)
     # rm
     use_margin: bool = False  # subtract the pair's `margin` column inside the sigmoid
     center_rewards: float = 0.0  # + c · mean((r_c + r_r)^2)
@@ -88,6 +91,9 @@ class PreferenceOptions:
             check_dpo_options(self.loss_type, self.beta, self.label_smoothing, self.sft_weight)
         except ValueError as exc:
             raise TrainConfigError(f"data_options: {exc}") from None
+        self.padding_free = self.padding_free.lower()
+        if self.padding_free not in PADDING_FREE_MODES:
+            raise TrainConfigError(f"padding_free must be one of {PADDING_FREE_MODES}, got {self.padding_free!r}")
         if self.reference not in REFERENCE_MODES:
             raise TrainConfigError(f"reference must be one of {REFERENCE_MODES}, got {self.reference!r}")
         if self.reference != "auto" and not needs_reference(self.loss_type, self.reference_free):

@@ -1,0 +1,100 @@
+"""Padding-free DPO batches: the 2B sequences of B pairs as one packed row.
+
+A padded pair batch is [2B, longest]: every sequence is padded to the longest of the
+batch, and each layer's projections and MLP run over the padding too. On the bench's
+330 seed-task pairs (batch 4, cutoff 512) 42% of the positions computed are padding.
+Packed, the sequences sit end to end in one [1, total] row with position_ids restarting
+at 0 per sequence; transformers keeps them from attending to each other (from the
+position_ids, with no attention_mask), and on CPU the `sdpa_segments` attention runs
+causal SDPA on each sequence alone (train.segment_attention), so a step costs the real
+tokens only. The log-probs are the padded batch's (same tokens, same positions, same
+causal context), up to float rounding.
+
+Per-sequence sums need the labelled positions' logits by sequence. The completion head
+(train.completion_logps) sums by batch row, which is one row here, so this path asks
+the model's own forward for the logits of the labelled positions only (`logits_to_keep`
+as an index tensor; wrappers' hooks still run) and reduces them per sequence itself.
+Those logits are [labelled tokens, vocab] at once, not chunked: `fits_padding_free`
+keeps large vocabularies on the padded path with the chunked completion head.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+LOGITS_BUDGET_BYTES = 1 << 30  # largest fp32 [labelled tokens, vocab] logits a packed step may hold
+
+
+def _ids(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.int64)
+
+
+def pack_pairs(examples: list[dict]) -> dict:
+    """One [1, total] row: the B chosen sequences (prompt + response) first, then the B rejected
+    (the padded batch's order, so log-probs still split with `.chunk(2)`).
+
+    Keys: input_ids, position_ids (restarting at 0 per sequence), labels (response tokens;
+    IGNORE_INDEX on prompts and on every sequence's first token, which no earlier token of
+    its own sequence predicts), sequence_lengths [2B]; ids, margins and precomputed
+    reference log-probs pass through as in train.preference_data.collate_pairs."""
+    if not examples:
+        raise ValueError("pack_pairs got an empty batch")
+    ids, labels, positions, lengths = [], [], [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for ex in examples:
+            prompt, response = _ids(ex["prompt_ids"]), _ids(ex[key])
+            seq = np.concatenate([prompt, response])
+            label = np.concatenate([np.full(len(prompt), IGNORE_INDEX, dtype=np.int64), response])
+            label[0] = IGNORE_INDEX
+            ids.append(seq)
+            labels.append(label)
+            positions.append(np.arange(len(seq), dtype=np.int64))
+            lengths.append(len(seq))
+    batch = {"input_ids": torch.from_numpy(np.concatenate(ids))[None],
+             "position_ids": torch.from_numpy(np.concatenate(positions))[None],
+             "labels": torch.from_numpy(np.concatenate(labels))[None],
+             "sequence_lengths": torch.tensor(lengths, dtype=torch.long)}
+    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        if key in examples[0]:
+            batch[key] = torch.tensor([float(ex[key]) for ex in examples])
+    if "margin" in examples[0]:
+        batch["margin"] = torch.tensor([float(ex.get("margin") or 0.0) for ex in examples])
+    if "id" in examples[0]:
+        batch["ids"] = [str(ex["id"]) for ex in examples]  # a list: Trainer leaves it on the host
+    return batch
+
+
+class PackedPairCollator:
+    """Picklable collator: pairs -> `pack_pairs` batches."""
+
+    def __call__(self, examples: list[dict]) -> dict:
+        return pack_pairs(examples)
+
+
+def is_packed(batch: dict) -> bool:
+    return "sequence_lengths" in batch
+
+
+def packed_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-probs [2B], labelled-token counts [2B]) of a `pack_pairs` batch under `model`."""
+    labels = batch["labels"][0]
+    lengths = batch["sequence_lengths"].to(labels.device)
+    targets = labels[1:]
+    keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)  # positions whose next token is labelled
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                   logits_to_keep=keep).logits[0].float()
+    picked = targets[keep]
+    token_logps = logits.gather(1, picked[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+    # The sequence each predicted token belongs to (that of position t + 1).
+    sequence = torch.repeat_interleave(torch.arange(len(lengths), device=labels.device), lengths)[1:][keep]
+    sums = token_logps.new_zeros(len(lengths)).index_add(0, sequence, token_logps)
+    return sums, torch.bincount(sequence, minlength=len(lengths))
+
+
+def fits_padding_free(vocab_size: int, batch_size: int, cutoff_len: int) -> bool:
+    """True when a packed step's labelled-position logits (at most 2·batch·cutoff rows) fit
+    LOGITS_BUDGET_BYTES; larger vocabularies keep the padded batch and the chunked head."""
+    return 2 * batch_size * cutoff_len * vocab_size * 4 <= LOGITS_BUDGET_BYTES
