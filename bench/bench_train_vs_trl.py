@@ -102,11 +102,13 @@ def raymill_cmd(stage: str, model: Path, data: Path, run_dir: Path, steps: int, 
             "--output", str(run_dir), "--max-steps", str(steps), *common, *extra]
 
 
-def run_raymill(stage: str, model: Path, data: Path, work: Path, tag: str, steps: int, env: dict) -> dict:
+def run_raymill(stage: str, model: Path, data: Path, work: Path, tag: str, steps: int, env: dict,
+                dpo_padding_free: str = "auto") -> dict:
     run_dir = work / f"raymill-{stage}-{tag}"
     config = work / f"raymill-{stage}.yaml"
     # DPO: no held-out pairs, so both sides train on all the pairs and evaluate nothing.
-    options = "data_options:\n  eval_fraction: 0.0\n  beta: 0.1\n  loss_type: sigmoid\n" if stage == "dpo" else "{}\n"
+    options = ("data_options:\n  eval_fraction: 0.0\n  beta: 0.1\n  loss_type: sigmoid\n"
+               f"  padding_free: '{dpo_padding_free}'\n") if stage == "dpo" else "{}\n"
     config.write_text(options, encoding="utf-8")
     proc = run_process(raymill_cmd(stage, model, data, run_dir, steps, config), work / f"raymill-{stage}-{tag}.log", env)
     steps_ = step_records(read_jsonl(run_dir / "metrics.jsonl"))
@@ -120,6 +122,8 @@ def run_raymill(stage: str, model: Path, data: Path, work: Path, tag: str, steps
                                                  "tokens", "records")}
     else:
         out["data"] = {k: stats.get(k) for k in ("rows_in", "kept", "train_pairs")}
+        # input_ids positions a step computes: 2B x longest when padded, the real tokens when packed.
+        out["positions_per_step"] = steps_[-1]["num_input_tokens_seen"] / steps_[-1]["step"]
     return out
 
 
@@ -135,6 +139,8 @@ def run_trl(stage: str, model: Path, data: Path, work: Path, tag: str, steps: in
            "peer": summary}
     if stage == "sft":
         out["tokens"] = steps_[-1]["num_tokens"]
+    else:
+        out["positions_per_step"] = summary.get("positions_per_step")
     return out
 
 
@@ -180,7 +186,9 @@ def markdown_rows(result: dict) -> str:
     lines = [f"\n## {result['date']} — raymill vs TRL training throughput (bench/bench_train_vs_trl.py)\n",
              f"Machine: {result['machine']}; load average (1 min) before {result['load_before']}, "
              f"after {result['load_after']}; {result['versions']}; {TORCH_THREADS} torch threads; "
-             f"steady state = steps {WARMUP_STEPS}..last; end to end = process start to exit.\n",
+             f"steady state = steps {WARMUP_STEPS}..last; end to end = process start to exit"
+             f"{'; raymill dpo padding_free=' + result['dpo_padding_free'] if 'dpo' in result else ''}; positions/step ="
+             " input_ids positions a DPO step computes (2B x longest padded, real tokens packed).\n",
              "| stage | run | side | steady state | end to end | wall s | load before/after |",
              "|---|---|---|---|---|---|---|"]
     for stage in ("sft", "dpo"):
@@ -194,6 +202,8 @@ def markdown_rows(result: dict) -> str:
                 st = f"{run['steady']['s_per_step']:.3f} s/step (median {run['steady']['median_s_per_step']:.3f})"
                 ee = f"{e2e['s_per_step']:.3f} s/step"
             note = ""
+            if stage == "dpo" and run.get("positions_per_step"):
+                note = f" ({run['positions_per_step']:.0f} positions/step)"
             if run["side"] == "raymill" and stage == "sft":
                 d = run["data"]
                 note = " (cache reused)" if d.get("cache_reused") else f" (tokenized {d.get('tokenize_seconds')} s)"
@@ -212,6 +222,8 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=60, dest="sft_steps")
     parser.add_argument("--dpo-steps", type=int, default=30, dest="dpo_steps")
     parser.add_argument("--stages", default="sft,dpo")
+    parser.add_argument("--dpo-padding-free", default="auto", choices=["auto", "true", "false"], dest="dpo_padding_free",
+                        help="raymill's data_options.padding_free (false: the padded batches TRL computes)")
     add_output_arguments(parser, "train_vs_trl.json")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -222,7 +234,7 @@ def main() -> None:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "load_before": load1(), "work_dir": str(work), "warmup_steps": WARMUP_STEPS,
-              "raymill_root": args.raymill_root or str(REPO)}
+              "raymill_root": args.raymill_root or str(REPO), "dpo_padding_free": args.dpo_padding_free}
     for stage in stages:
         data = write_sft_data(work / "sft.jsonl") if stage == "sft" else write_dpo_data(work / "dpo.jsonl")
         steps = args.sft_steps if stage == "sft" else args.dpo_steps
@@ -230,7 +242,7 @@ def main() -> None:
         for i in range(args.rounds):
             for side in ("raymill", "trl"):
                 tag = f"r{i + 1}"
-                run = (run_raymill(stage, model, data, work, tag, steps, env) if side == "raymill"
+                run = (run_raymill(stage, model, data, work, tag, steps, env, args.dpo_padding_free) if side == "raymill"
                        else run_trl(stage, model, data, work, tag, steps))
                 runs.append(run)
                 print(json.dumps({"stage": stage, "side": side, "tag": tag, "wall_s": run["wall_s"],

@@ -37,8 +37,13 @@ def dpo_pair(work: Path, model_path: str, batch_size: int):
 
     from bench.peers.common import write_dpo_data
     from train.args import parse_train_config
-    from train.preference_data import PreferenceCollator, read_preference_file, tokenize_preferences
-    from train.stages.dpo import dpo_trainer_class
+    from train.packed_pairs import PackedPairCollator
+    from train.preference_data import (
+        PreferenceCollator,
+        read_preference_file,
+        tokenize_preferences,
+    )
+    from train.stages.dpo import dpo_trainer_class, padding_free
     from train.stages.preference_stage import PreferenceOptions
     from train.worker import StreamBatches, training_arguments
 
@@ -48,7 +53,9 @@ def dpo_pair(work: Path, model_path: str, batch_size: int):
                               "per_device_batch_size": batch_size, "save_steps": 100000, "logging_steps": 1,
                               "data_options": {"eval_fraction": 0.0}})
     pairs = tokenize_preferences(read_preference_file(data), tokenizer, 512).examples[:batch_size]
-    collate = PreferenceCollator(tokenizer.pad_token_id)
+    # The batch layout jobs/train.py trains with: packed (padding-free) unless data_options say otherwise.
+    collate = (PackedPairCollator() if padding_free(PreferenceOptions.from_config(cfg), cfg, tokenizer)
+               else PreferenceCollator(tokenizer.pad_token_id))
     ours_batch = collate(pairs)
     from train.model_loading import load_model
 

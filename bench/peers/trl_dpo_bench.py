@@ -49,6 +49,18 @@ def main() -> None:
         bf16=False, fp16=False, gradient_checkpointing=False, optim="adamw_torch",
     )
     clock = step_clock_callback(out / "steps.jsonl")
+    # What each training forward of the policy computes: its padded positions (2B x the batch's
+    # longest) and the real tokens among them; raymill's metrics.jsonl counts its own positions.
+    computed = {"forwards": 0, "positions": 0, "tokens": 0}
+
+    def count_positions(module, args, kwargs):
+        if module.training and kwargs.get("input_ids") is not None:
+            computed["forwards"] += 1
+            computed["positions"] += kwargs["input_ids"].numel()
+            mask = kwargs.get("attention_mask")
+            computed["tokens"] += int(mask.sum()) if mask is not None else kwargs["input_ids"].numel()
+
+    model.register_forward_pre_hook(count_positions, with_kwargs=True)
     setup_s = time.perf_counter() - START
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock])
     trainer_init_s = time.perf_counter() - START - setup_s  # TRL tokenizes the pairs and copies the reference here
@@ -57,6 +69,8 @@ def main() -> None:
     summary = {"peer": "trl.DPOTrainer", "steps": trainer.state.global_step, "train_runtime_s": result.metrics["train_runtime"],
                "setup_s": round(setup_s, 3), "tokenize_and_reference_s": round(trainer_init_s, 3),
                "pairs": len(trainer.train_dataset), "versions": torch_versions(),
+               "positions_per_step": computed["positions"] / max(1, computed["forwards"]),
+               "real_tokens_per_step": computed["tokens"] / max(1, computed["forwards"]),
                "in_process_s": round(time.perf_counter() - START, 3)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(json.dumps(summary))

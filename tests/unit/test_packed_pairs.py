@@ -119,3 +119,29 @@ def test_padding_free_option_and_its_auto_choice(tiny_model_dir, tmp_path, pairs
         PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, padding_free="sometimes"))
     # 150k vocabulary x 2 x 4 x 2048 labelled rows of fp32 logits: several GB at once, so auto pads.
     assert fits_padding_free(504, 4, 512) and not fits_padding_free(151_936, 4, 2048)
+
+
+def test_precomputed_reference_from_packed_batches_equals_the_copy_on_a_packed_batch(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from train.model_loading import load_model
+    from train.packed_pairs import PackedPairCollator
+    from train.stages.dpo import dpo_trainer_class
+    from train.worker import StreamBatches, training_arguments
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = tokenize_preferences(toy_preference_table(8, seed=4), tokenizer, cutoff_len=96).examples
+    trainers = {}
+    for reference in ("precompute", "copy"):
+        cfg = _cfg(tiny_model_dir, tmp_path, reference=reference)
+        cls = dpo_trainer_class(cfg, PreferenceOptions.from_config(cfg), [])
+        model = load_model(cfg.model, cfg.finetuning)
+        model.config.use_cache = False
+        stream = StreamBatches(lambda: iter(examples), 4, PackedPairCollator())
+        trainers[reference] = cls(model=model, args=training_arguments(cfg, str(tmp_path / reference), 1),
+                                  train_dataset=stream, processing_class=tokenizer)
+    trainers["precompute"].precompute_reference()  # one pass over the packed training stream
+    assert set(trainers["precompute"].ref_logps) == {e["id"] for e in examples}
+    batch = pack_pairs(examples[4:])
+    torch.testing.assert_close(trainers["precompute"].reference_logps(trainers["precompute"].model, batch),
+                               trainers["copy"].reference_logps(trainers["copy"].model, batch), atol=1e-4, rtol=1e-5)
