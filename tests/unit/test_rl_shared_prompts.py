@@ -1,14 +1,20 @@
 """Running each distinct prompt once (train.rl.shared_prompts) gives the one-pass forward's
 log-probs, entropies, hidden states and gradients (within 1e-5), on rows that share prompts
 with left padding and early EOS, in any row order, for a full model and under LoRA (adapter
-on and off); batches or models where it does not apply take the one-pass forward."""
+on and off); generation from the prefilled prompt cache samples the same tokens; batches or
+models where it does not apply take the one-pass forward."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from train.rl.rollout import RolloutBatch, left_pad, response_outputs
-from train.rl.shared_prompts import distinct_prompts, plain_cache, shared_prompt_forward
+from train.rl.shared_prompts import (
+    distinct_prompts,
+    plain_cache,
+    prefilled_cache,
+    shared_prompt_forward,
+)
 
 G, WIDTH = 3, 7
 
@@ -125,3 +131,19 @@ def test_one_token_responses_take_the_one_pass_forward(tiny_model_dir, width):
     assert shared_prompt_forward(model, short.prompt_ids, short.prompt_mask, short.response_ids,
                                  short.response_mask) is None
     assert response_outputs(model, short).logps.shape == (len(short), width)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_generation_from_the_prefilled_prompt_cache_samples_the_same_tokens(tiny_model_dir, lora):
+    from train.rl.rollout import SamplingSettings, sample_responses
+
+    model = _model(tiny_model_dir, lora=lora)
+    prompts = [[11, 12, 13, 14, 15], [20], [30, 31, 32]]  # one-token prompt: its cached part is all padding
+    settings = SamplingSettings(max_new_tokens=6, temperature=0.9)
+    batches = [sample_responses(model, prompts, 3, settings, eos_ids=[0], pad_id=3, generator_seed=7, share_prompts=s)
+               for s in (False, True)]
+    assert torch.equal(batches[0].response_ids, batches[1].response_ids)
+    with torch.no_grad():  # the shared path was the one taken
+        assert prefilled_cache(model, batches[1].prompt_ids, batches[1].prompt_mask) is not None
+    assert torch.equal(batches[0].response_mask, batches[1].response_mask)
+    assert model.training  # generate ran in eval mode; the train mode is back

@@ -94,8 +94,11 @@ def eos_token_ids(model, tokenizer) -> list[int]:
 
 @torch.no_grad()
 def sample_responses(model, prompts: Sequence[Sequence[int]], samples_per_prompt: int, settings: SamplingSettings,
-                     eos_ids: Sequence[int], pad_id: int, generator_seed: int | None = None) -> RolloutBatch:
+                     eos_ids: Sequence[int], pad_id: int, generator_seed: int | None = None,
+                     share_prompts: bool = True) -> RolloutBatch:
     """`samples_per_prompt` responses to each prompt (rows of one prompt are consecutive)."""
+    from train.rl.shared_prompts import prefilled_cache
+
     device = next(model.parameters()).device
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     prompt_ids, prompt_mask = left_pad(repeated, pad_id)
@@ -105,10 +108,12 @@ def sample_responses(model, prompts: Sequence[Sequence[int]], samples_per_prompt
     was_training = model.training
     model.eval()
     try:
+        # Rows of one prompt share its keys/values: the prompt runs once, not samples_per_prompt times.
+        cache = prefilled_cache(model, prompt_ids, prompt_mask) if share_prompts and samples_per_prompt > 1 else None
         out = model.generate(
             input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, max_new_tokens=settings.max_new_tokens,
             temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or None,
-            eos_token_id=list(eos_ids), pad_token_id=pad_id, use_cache=True,
+            eos_token_id=list(eos_ids), pad_token_id=pad_id, use_cache=True, **({"cache": cache} if cache else {}),
         )
     finally:
         model.train(was_training)

@@ -1,8 +1,9 @@
-"""Score the G responses of a prompt with the prompt run through the model once, not G times.
+"""Sample and score the G responses of a prompt with the prompt run through the model once, not G times.
 
-A GRPO/RLOO rollout holds G responses per prompt, and every forward over it (the reference's
-no-grad pass, the policy's update pass) would run each prompt's tokens G times: with prompts
-of P tokens and responses of R, a fraction (G − 1)/G · P/(P + R) of the work is repeated.
+A GRPO/RLOO rollout holds G responses per prompt, and every forward over it (generation's
+prefill, the reference's no-grad pass, the policy's update pass) would run each prompt's
+tokens G times: with prompts of P tokens and responses of R, a fraction
+(G − 1)/G · P/(P + R) of the scoring work is repeated.
 Here the distinct prompts go through the model alone, filling a key/value cache; the cache's
 rows are then gathered back to one per response, and the responses run on top of it.
 Attention is causal, so every response token sees exactly what it sees in the one-pass
@@ -79,3 +80,24 @@ def shared_prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Te
     if with_hidden:
         hidden = torch.cat([head.hidden_states[-1][inverse][:, -1:], tail.hidden_states[-1]], dim=1)
     return logits, hidden
+
+
+def prefilled_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """For `generate`: a cache holding the keys/values of every row's prompt but its last token,
+    computed once per distinct prompt and gathered to each row; None where the module doc's
+    conditions do not hold (then `generate` runs the whole prompt of every row itself).
+
+    `generate` given this cache feeds only each row's last prompt token in its first step, so
+    G samples of a prompt cost one prompt forward, not G."""
+    from train.rl.rollout import positions_from_mask
+
+    shared = distinct_prompts(prompt_ids, prompt_mask) if prompt_ids.size(1) >= 2 else None
+    cache = plain_cache(model) if shared is not None else None
+    if cache is None:
+        return None
+    first, inverse = shared
+    head_mask = prompt_mask[first, :-1]
+    model(input_ids=prompt_ids[first, :-1], attention_mask=head_mask, position_ids=positions_from_mask(head_mask),
+          cache=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_select_indices(inverse)
+    return cache
