@@ -61,3 +61,19 @@ def test_cache_off_writes_nothing(ray_session, tmp_path, tiny_model_dir):
     ds, stats = build_preference_dataset(cfg)
     assert not stats["tokenized_cache_reused"] and stats["train_pairs"] == 12 == ds.count()
     assert not (tmp_path / "cache").exists()
+
+
+def test_training_pairs_come_in_a_seeded_random_order(ray_session, tmp_path, tiny_model_dir):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in PAIRS[:40]), encoding="utf-8")
+
+    def order(seed: int, shuffle: bool) -> list[str]:
+        cfg = parse_train_config({"stage": "dpo", "model": str(tiny_model_dir), "data": [str(data)],
+                                  "output": str(tmp_path / "run"), "cutoff_len": 96, "seed": seed,
+                                  "data_options": {"eval_fraction": 0.0, "shuffle": shuffle,
+                                                   "tokenized_cache": str(tmp_path / "cache")}})
+        return [r["id"] for r in build_preference_dataset(cfg)[0].take_all()]
+
+    file_order, shuffled = order(42, False), order(42, True)
+    assert sorted(shuffled) == sorted(file_order) and len(file_order) == 40  # the same pairs, each once
+    assert shuffled != file_order and shuffled == order(42, True) != order(7, True)

@@ -47,6 +47,9 @@ class PreferenceOptions:
     max_eval_pairs: int = 512
     num_actors: int = 1  # tokenizer actors
     tokenized_cache: str = "auto"  # auto (the token cache's default root) | off | a directory
+    # Training pairs in a random order drawn from the run's seed (HF/TRL's sampler shuffles
+    # too); false = the order of the files, e.g. a curriculum.
+    shuffle: bool = True
     # dpo
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | hinge | ipo | orpo | simpo (the last two need no reference)
@@ -307,6 +310,8 @@ def build_preference_dataset(cfg: TrainConfig):
     # Only the reward model trains on whole lists; DPO's loss is pairwise (best vs worst).
     unused = ["split", "drop_reason"] + ([RANKED_COLUMN] if cfg.launch.stage != "rm" else [])
     train = tokenized.filter(is_train).drop_columns(unused)
+    if options.shuffle:  # one permutation: reruns, resumes and every worker count see the same order
+        train = train.take(np.random.default_rng(cfg.training.seed).permutation(train.num_rows))
     # Several blocks, so streaming_split can hand each training worker its share.
     blocks = [train.slice(i, TRAIN_BLOCK_ROWS) for i in range(0, train.num_rows, TRAIN_BLOCK_ROWS)]
     return ray.data.from_arrow(blocks), stats
