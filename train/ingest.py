@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -695,15 +694,14 @@ def build_train_dataset(layout: str, data: Any, tokenizer_path: str, cutoff_len:
 
     sources = {w.spec.name: w.spec.path if w.spec.loader == "hf" else str(Path(w.spec.path).resolve())
                for w in weighted}
-    if options.tokenized_cache == "off" or (options.tokenized_cache == "auto" and cache_root is None):
-        return make("train"), DataStats(_make=make, sources=sources)
     from train import token_cache
 
-    root = Path(cache_root) if options.tokenized_cache == "auto" else Path(options.tokenized_cache)
     key_settings = {**settings, "mix": [(w.spec.name, w.spec.format, dict(w.spec.columns), w.weight) for w in weighted],
                     "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "tokenized_cache"}}
-    files = [f for w in weighted for f in w.spec.files()]
-    target = root.expanduser() / token_cache.fingerprint(files, str(tokenizer_path), key_settings)
+    target = token_cache.cache_target(options.tokenized_cache, cache_root, [f for w in weighted for f in w.spec.files()],
+                                      str(tokenizer_path), key_settings)
+    if target is None:
+        return make("train"), DataStats(_make=make, sources=sources)
     counts, reused = token_cache.cached_pass(
         target, lambda: make("all").iter_batches(batch_size=None, batch_format="numpy"),
         TRAIN_ROW_SCHEMA, CARD_ROW_SCHEMA)

@@ -155,6 +155,29 @@ def default_cache_root(run_dir: str | Path) -> Path:
     return Path(default_cache_dir()) / "tokenized"
 
 
+def cache_target(setting: str, default_root: str | Path | None, data_files: Iterable[Path], tokenizer_path: str,
+                 settings: dict[str, Any], prefix: str = "") -> Path | None:
+    """Where a tokenized pass is cached, from a stage's `tokenized_cache` option: None for
+    "off" (and for "auto" without a default root), else `prefix` + the key's fingerprint
+    under the default root ("auto") or under the directory the option names."""
+    if setting == "off" or (setting == "auto" and default_root is None):
+        return None
+    root = Path(default_root if setting == "auto" else setting).expanduser()
+    return root / (prefix + fingerprint(data_files, tokenizer_path, settings))
+
+
+def cached_table(target: Path, compute: Callable[[], pa.Table], name: str) -> tuple[pa.Table, bool]:
+    """(table, reused): a tokenized set small enough to be one table (preference pairs), read
+    from a finished cache entry or computed and written into it atomically."""
+    if is_cached(target):
+        log.info("tokenized data from the cache %s (no tokenization)", target)
+        return pq.read_table(target / name), True
+    table = compute()
+    with atomic_output_dir(target) as tmp:
+        pq.write_table(table, tmp / name)
+    return table, False
+
+
 def cached_pass(target: Path, run_pass: Callable[[], Iterable[dict]], train_schema: pa.Schema,
                 card_schema: pa.Schema) -> tuple[dict, bool]:
     """(stats, reused): read a finished cache, or run the pass into it."""

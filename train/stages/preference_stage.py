@@ -248,27 +248,17 @@ def _cached_pairs(cfg: TrainConfig, options: PreferenceOptions, weighted) -> tup
     Keyed like the packed-row cache (train.token_cache): data files, tokenizer files and
     every setting that changes a row, so a rerun or a sweep over training options
     tokenizes nothing and starts no tokenizer actors."""
-    import pyarrow.parquet as pq
-
-    from schemas.dataset_io import atomic_output_dir
     from train import token_cache
 
-    if options.tokenized_cache == "off":
-        return _tokenize_pairs(cfg, options, weighted), False
-    root = Path(options.tokenized_cache) if options.tokenized_cache != "auto" \
-        else token_cache.default_cache_root(cfg.launch.output)
     tokenizer = str(cfg.model.tokenizer or cfg.model.model)
     settings = {"kind": "pairs", "format": PAIRS_CACHE_FORMAT, "template": cfg.data.template,
                 "cutoff_len": cfg.data.cutoff_len, "eval_fraction": options.eval_fraction, "seed": cfg.training.seed,
                 "mix": [(w.spec.name, w.spec.format, dict(w.spec.columns), w.weight) for w in weighted]}
-    target = root.expanduser() / ("pairs-" + token_cache.fingerprint(
-        [f for w in weighted for f in w.spec.files()], tokenizer, settings))
-    if token_cache.is_cached(target):
-        return pq.read_table(target / "pairs.parquet"), True
-    table = _tokenize_pairs(cfg, options, weighted)
-    with atomic_output_dir(target) as tmp:
-        pq.write_table(table, tmp / "pairs.parquet")
-    return table, False
+    target = token_cache.cache_target(options.tokenized_cache, token_cache.default_cache_root(cfg.launch.output),
+                                      [f for w in weighted for f in w.spec.files()], tokenizer, settings, "pairs-")
+    if target is None:
+        return _tokenize_pairs(cfg, options, weighted), False
+    return token_cache.cached_table(target, lambda: _tokenize_pairs(cfg, options, weighted), "pairs.parquet")
 
 
 def build_preference_dataset(cfg: TrainConfig):
