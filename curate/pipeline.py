@@ -346,19 +346,8 @@ def stage_names(plan, family: str = "raw_page") -> list[str]:
     return names
 
 
-def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card: bool = True,
-               release_ray: Callable[[], None] | None = None) -> dict:
-    """Run the whole pipeline into `output_dir` atomically; return a short summary.
-
-    `release_ray`, when given, is called once the run needs Ray no more (outputs written,
-    counts and timings read back), while the card is computed and drawn in a thread: a job
-    that started an embedded Ray passes `ray.shutdown`, whose ~1.5 s of waiting for Ray's
-    processes to exit then overlaps the card's ~3 s of plotting instead of following it
-    (on one core, the waiting is idle time the plotting fills). The caller must not use
-    Ray after it.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card: bool = True) -> dict:
+    """Run the whole pipeline into `output_dir` atomically; return a short summary."""
     import ray
 
     from schemas.dataset_io import dataset_dir
@@ -403,13 +392,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
         }
         if (cutoffs := recorded_cutoffs(ds)) is not None:
             run["ppl_bucket"] = cutoffs  # the head/middle/tail cutoffs per language this run used
-        ray.kill(clock)
-        # The accounting and the card read the written files only: no Ray from here on.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raymill-card") as pool:
-            finished = pool.submit(out.finish, counts, run, card=write_card, text_column="text")
-            if release_ray is not None:
-                release_ray()
-            finished.result()  # re-raises a failure of the card in this thread
+        out.finish(counts, run, card=write_card, text_column="text")
+    ray.kill(clock)
     total = counts[0].rows_in if counts else 0
     return {"output": str(Path(output_dir).resolve()), "rows_in": total, "kept": kept, "dropped": total - kept,
             "dropped_by_stage": {c.stage: sum(c.dropped.values()) for c in counts},

@@ -62,10 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_embedded_ray(config.runtime.num_cpus)
     logs = log_dir_for(output)
     init_ray(config.runtime.num_cpus, log_dir=logs, verbose=args.verbose)
-    import ray
-
-    # Ray stops (an embedded one; a joined cluster is left) while the card is drawn: see run_curate.
-    summary = run_curate(config, inputs, output, release_ray=ray.shutdown)
+    summary = run_curate(config, inputs, output)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -78,19 +75,5 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def exit_now() -> None:
-    """Leave without the interpreter's teardown (~0.5 s of freeing the modules of Ray, pyarrow
-    and matplotlib, measured on one core) once everything is written: Ray was shut down in
-    run_curate, so only Python's own buffers and the log files are left to flush."""
-    import logging
-    import sys
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 if __name__ == "__main__":
     run_main(main)
-    exit_now()

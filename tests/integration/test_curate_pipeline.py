@@ -122,33 +122,6 @@ def test_jsonl_documents_skip_extraction_and_count_bad_lines(tmp_path, ray_sessi
     assert summary["kept"] == 6
 
 
-def test_ray_is_released_while_the_card_is_drawn(tmp_path, ray_session):
-    """run_curate hands Ray back (release_ray) once the outputs are written and counted, with
-    the card drawn beside it in a thread; the card is the one compute_card makes from the files."""
-    import threading
-
-    from schemas.card import compute_card, read_card
-
-    rng = random.Random(11)
-    path = tmp_path / "docs.jsonl"
-    path.write_text("\n".join(json.dumps({"id": f"d{i}", "text": "\n".join(paragraphs(rng, "en", 4))})
-                              for i in range(6)) + "\n{oops\n")
-    calls = []
-
-    def release():  # stands in for ray.shutdown: the session's Ray is shared by the other tests
-        staging = next(p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp"))
-        calls.append({"main_thread": threading.current_thread() is threading.main_thread(),
-                      "outputs_written": (staging / "data").is_dir() and not (staging / "_staging").exists()})
-
-    summary = run_curate(parse_config(merge_config({"dedup": {"enabled": False}})), [str(path)], tmp_path / "out",
-                         release_ray=release)
-    assert calls == [{"main_thread": True, "outputs_written": True}]
-    assert summary["kept"] == 6 and is_complete(tmp_path / "out")
-    written, fresh = read_card(tmp_path / "out"), compute_card(tmp_path / "out", "document", text_column="text")
-    for name in ("funnel", "drops", "stats", "histograms", "top_values", "samples"):
-        assert written.table(name).equals(fresh.table(name)), name
-
-
 def _cpu_asks(ds) -> dict[str, float]:
     asks, op = {}, ds._logical_plan.dag
     while op is not None:
