@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from train.preference_data import pair_extras
+
 IGNORE_INDEX = -100
 LOGITS_BUDGET_BYTES = 1 << 30  # largest fp32 [labelled tokens, vocab] logits a packed step may hold
 
@@ -57,14 +59,7 @@ def pack_pairs(examples: list[dict]) -> dict:
              "position_ids": torch.from_numpy(np.concatenate(positions))[None],
              "labels": torch.from_numpy(np.concatenate(labels))[None],
              "sequence_lengths": torch.tensor(lengths, dtype=torch.long)}
-    for key in ("ref_chosen_logps", "ref_rejected_logps"):
-        if key in examples[0]:
-            batch[key] = torch.tensor([float(ex[key]) for ex in examples])
-    if "margin" in examples[0]:
-        batch["margin"] = torch.tensor([float(ex.get("margin") or 0.0) for ex in examples])
-    if "id" in examples[0]:
-        batch["ids"] = [str(ex["id"]) for ex in examples]  # a list: Trainer leaves it on the host
-    return batch
+    return {**batch, **pair_extras(examples)}
 
 
 class PackedPairCollator:

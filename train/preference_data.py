@@ -183,8 +183,6 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
     `labels` are the input ids on response tokens and IGNORE_INDEX elsewhere.
     `ref_chosen_logps` / `ref_rejected_logps` pass through when precomputed.
     """
-    import torch
-
     seqs, labels = [], []
     for key in ("chosen_ids", "rejected_ids"):
         for ex in examples:
@@ -194,14 +192,23 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict:
     input_ids = _pad(seqs, pad_token_id)
     attention_mask = _pad([[1] * len(s) for s in seqs], 0)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": _pad(labels, IGNORE_INDEX)}
+    return {**batch, **pair_extras(examples)}
+
+
+def pair_extras(examples: list[dict]) -> dict:
+    """What a pair batch carries besides its tokens, whatever its layout (padded here, packed
+    in train.packed_pairs): precomputed reference log-probs, margins, pair ids."""
+    import torch
+
+    extras = {}
     for key in ("ref_chosen_logps", "ref_rejected_logps"):
         if key in examples[0]:
-            batch[key] = torch.tensor([float(ex[key]) for ex in examples])
+            extras[key] = torch.tensor([float(ex[key]) for ex in examples])
     if "margin" in examples[0]:
-        batch["margin"] = torch.tensor([float(ex.get("margin") or 0.0) for ex in examples])
+        extras["margin"] = torch.tensor([float(ex.get("margin") or 0.0) for ex in examples])
     if "id" in examples[0]:
-        batch["ids"] = [str(ex["id"]) for ex in examples]  # a list: Trainer leaves it on the host
-    return batch
+        extras["ids"] = [str(ex["id"]) for ex in examples]  # a list: Trainer leaves it on the host
+    return extras
 
 
 def _ranked_responses(example: dict) -> list[list[int]]:
