@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
     ({"stage": "dpo", "tokenizer": "./no/such/tokenizer"}, "does not exist"),
     ({"stage": "sft", "dtype": "fp16"}, "fp16 needs a GPU"),
     ({"stage": "sft", "attn_implementation": "flash"}, "unknown attn_implementation 'flash'.*sdpa_segments"),
+    ({"stage": "grpo", "deepspeed": "zero2"}, "--deepspeed zero2: the grpo stage does not run under DeepSpeed"),
 ])
 def test_preflight_rejects_bad_options(raw, message):
     with pytest.raises(ValueError, match=message):

@@ -58,9 +58,13 @@ def train_loop(loop_config: dict) -> None:
 
 def check_prompts(cfg: TrainConfig) -> None:
     """Preflight: the prompt set reads and keeps at least one prompt per worker (before Ray)."""
+    from train.args import TrainConfigError
     from train.rl.options import rl_options
     from train.rl.prompts import prompt_rows
 
+    if cfg.launch.deepspeed:  # the RL loop runs its own optimizer steps (DDP), not a DeepSpeed engine
+        raise TrainConfigError(f"--deepspeed {cfg.launch.deepspeed}: the {cfg.launch.stage} stage does not run under "
+                               "DeepSpeed yet; its workers train data-parallel (DDP) without it")
     prompt_rows(cfg, rl_options(cfg.data.data_options, cfg.launch.stage))
 
 
