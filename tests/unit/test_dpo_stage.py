@@ -119,6 +119,9 @@ def test_preference_options_are_checked(tiny_model_dir, tmp_path):
         PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", reference="adapter"))
     options = PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "qlora", loss_type="ipo"))
     assert options.reference_mode("qlora") == "adapter" and options.loss_type == "ipo" and options.beta == 0.2
+    with pytest.raises(TrainConfigError, match=r"data_options.shuffle must be a bool, got 'maybe'"):
+        PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", shuffle="maybe"))
+    assert PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, "full", shuffle="false")).shuffle is False
 
 
 @pytest.mark.parametrize("options, finetuning_type", [

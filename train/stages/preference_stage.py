@@ -75,8 +75,7 @@ class PreferenceOptions:
         for name, value in raw.items():
             kind = type(known[name].default)
             try:
-                kwargs[name] = value if isinstance(value, kind) else (
-                    str(value).lower() in ("1", "true", "yes") if kind is bool else kind(value))
+                kwargs[name] = value if isinstance(value, kind) else (_boolean(value) if kind is bool else kind(value))
             except (TypeError, ValueError):
                 raise TrainConfigError(f"data_options.{name} must be a {kind.__name__}, got {value!r}") from None
         options = cls(**kwargs)
@@ -116,6 +115,16 @@ class PreferenceOptions:
         if self.reference != "auto":
             return self.reference
         return "adapter" if finetuning_type in ("lora", "qlora") else "copy"
+
+
+def _boolean(value: Any) -> bool:
+    """A command-line boolean ("true", "no", 1 ...); anything else is an error, not False."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
 
 
 def is_eval_pair(pair_id: str, fraction: float) -> bool:
