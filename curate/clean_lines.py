@@ -14,12 +14,14 @@ Labels: `lines_removed` (int). A document left with no text is dropped with reas
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import pyarrow as pa
 
 from curate.heuristics import TERMINAL_PUNCT
 from curate.menu_lines import is_menu_line
-from curate.stage import Stage, mark_drops, set_column
+from curate.stage import Stage, check_bool, check_int, check_name, check_strings, mark_drops, set_column, stage_options
 from curate.words import words
 
 EMPTY_AFTER_CLEANING = "empty_after_cleaning"
@@ -50,35 +52,49 @@ DEFAULT_BOILERPLATE = (
 CITATION = re.compile(r"\[(?:\d{1,3}(?:[,\u2013-]\d{1,3})*|edit|citation needed|update|clarification needed)\]", re.I)
 
 
+@dataclass
+class CleanLinesConfig:
+    """The `clean_lines:` section (keys documented in default_config.yaml)."""
+
+    boilerplate: tuple[str, ...] | list[str] = DEFAULT_BOILERPLATE  # notice substrings; replaces the built-in list
+    require_terminal_punct: bool = False
+    min_words_per_line: int | None = 0  # 0 (or null) = no minimum
+    max_word_length: int | None = 1000  # 0 (or null) = no limit
+    remove_citations: bool = True
+    remove_menu_lines: bool = True
+    text_column: str = "text"
+
+    def __post_init__(self) -> None:
+        # An empty notice is a substring of every line: it would empty every document.
+        check_strings("clean_lines.boilerplate", self.boilerplate, non_empty=True)
+        for name in ("require_terminal_punct", "remove_citations", "remove_menu_lines"):
+            check_bool(f"clean_lines.{name}", getattr(self, name))
+        # null worked as "off" before these checks existed, so it still does.
+        check_int("clean_lines.min_words_per_line", self.min_words_per_line, nullable=True)
+        check_int("clean_lines.max_word_length", self.max_word_length, nullable=True)
+        check_name("clean_lines.text_column", self.text_column)
+
+
 class CleanLinesStage(Stage):
     name = "clean_lines"
 
-    def __init__(self, boilerplate: tuple[str, ...] | list[str] = DEFAULT_BOILERPLATE,
-                 require_terminal_punct: bool = False, min_words_per_line: int = 0,
-                 max_word_length: int = 1000, remove_citations: bool = True, remove_menu_lines: bool = True,
-                 text_column: str = "text"):
-        self.boilerplate = tuple(s.lower() for s in boilerplate)
-        self.require_terminal_punct = require_terminal_punct
-        self.min_words_per_line = min_words_per_line
-        self.max_word_length = max_word_length
-        self.remove_citations = remove_citations
-        self.remove_menu_lines = remove_menu_lines
-        self.text_column = text_column
+    def __init__(self, config: CleanLinesConfig | Mapping[str, Any] | None = None, **options: Any):
+        self.config = stage_options(CleanLinesConfig, config, options, self.name)
+        self.boilerplate = tuple(s.lower() for s in self.config.boilerplate)
 
     def _keep(self, line: str) -> bool:
+        options = self.config
         lower = line.lower()
         if any(b in lower for b in self.boilerplate):
             return False
-        if self.remove_menu_lines and is_menu_line(line):
+        if options.remove_menu_lines and is_menu_line(line):
             return False
-        if self.require_terminal_punct and not line.rstrip().endswith(TERMINAL_PUNCT):
+        if options.require_terminal_punct and not line.rstrip().endswith(TERMINAL_PUNCT):
             return False
-        if self.min_words_per_line or self.max_word_length:
-            ws = words(line) if self.min_words_per_line else line.split()
-            if self.min_words_per_line and len(ws) < self.min_words_per_line:
-                return False
-            if self.max_word_length and any(len(w) > self.max_word_length for w in line.split()):
-                return False
+        if options.min_words_per_line and len(words(line)) < options.min_words_per_line:
+            return False
+        if options.max_word_length and any(len(w) > options.max_word_length for w in line.split()):
+            return False
         return True
 
     def clean(self, text: str) -> tuple[str, int]:
@@ -92,7 +108,7 @@ class CleanLinesStage(Stage):
             if not self._keep(line):
                 removed += 1
                 continue
-            if self.remove_citations and "[" in line:
+            if self.config.remove_citations and "[" in line:
                 line = CITATION.sub("", line).rstrip()
                 if not line.strip():
                     removed += 1
@@ -102,8 +118,8 @@ class CleanLinesStage(Stage):
         return cleaned, removed
 
     def process(self, table: pa.Table) -> pa.Table:
-        texts = table.column(self.text_column).to_pylist()
+        texts = table.column(self.config.text_column).to_pylist()
         results = [self.clean(t or "") for t in texts]
-        table = set_column(table, self.text_column, pa.array([r[0] for r in results], pa.string()))
+        table = set_column(table, self.config.text_column, pa.array([r[0] for r in results], pa.string()))
         table = set_column(table, "lines_removed", pa.array([r[1] for r in results], pa.int64()))
         return mark_drops(table, [not r[0] for r in results], EMPTY_AFTER_CLEANING, self.name)

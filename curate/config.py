@@ -96,7 +96,7 @@ def parse_config(cfg: dict) -> CurateConfig:
             try:
                 # The filter's one key, its rule list, is parsed below into `rules`.
                 check_keys(stages[name], {"rules"}, name) if name == "filter" else spec.check(stages[name])
-            except OptionsError as exc:
+            except ValueError as exc:  # an unknown key (OptionsError) or an options dataclass's value check
                 raise CurateConfigError(str(exc)) from None
     thresholds = DEFAULT_THRESHOLDS.as_dict()
     extra = cfg.get("thresholds") or {}

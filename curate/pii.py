@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import pyarrow as pa
 
-from curate.stage import Stage, set_column
+from curate.stage import Stage, check_name, set_column, stage_options
 
 EMAIL_TOKEN, IP_TOKEN, PHONE_TOKEN = "<EMAIL>", "<IP>", "<PHONE>"
 
@@ -101,15 +103,26 @@ def mask_pii(text: str) -> tuple[str, int, int, int]:
     return text, emails, ips, phones
 
 
+@dataclass
+class PiiConfig:
+    """The `pii:` section."""
+
+    text_column: str = "text"
+
+    def __post_init__(self) -> None:
+        check_name("pii.text_column", self.text_column)
+
+
 class PiiStage(Stage):
     name = "pii"
 
-    def __init__(self, text_column: str = "text"):
-        self.text_column = text_column
+    def __init__(self, config: PiiConfig | Mapping[str, Any] | None = None, **options: Any):
+        self.config = stage_options(PiiConfig, config, options, self.name)
 
     def process(self, table: pa.Table) -> pa.Table:
-        results = [mask_pii(t or "") for t in table.column(self.text_column).to_pylist()]
-        table = set_column(table, self.text_column, pa.array([r[0] for r in results], pa.string()))
+        column = self.config.text_column
+        results = [mask_pii(t or "") for t in table.column(column).to_pylist()]
+        table = set_column(table, column, pa.array([r[0] for r in results], pa.string()))
         for i, name in enumerate(("pii_email_count", "pii_ip_count", "pii_phone_count"), start=1):
             table = set_column(table, name, pa.array([r[i] for r in results], pa.int64()))
         return table

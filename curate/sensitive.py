@@ -11,11 +11,13 @@ is expected to pass its own lists (`terms` or `files`, one term per line).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import pyarrow as pa
 
-from curate.stage import Stage, set_column
+from curate.stage import Stage, check_name, check_strings, set_column, stage_options
 from curate.words import CJK_CHAR, words
 
 DEFAULT_TERMS: dict[str, tuple[str, ...]] = {
@@ -59,13 +61,36 @@ def build_pattern(terms: list[str]) -> re.Pattern | None:
     return re.compile("|".join(parts), re.I)
 
 
+@dataclass
+class SensitiveConfig:
+    """The `sensitive:` section: `terms` null (the built-in DEFAULT_TERMS), a list, or
+    {lang: [terms]}; `files` word lists, one term per line."""
+
+    terms: dict[str, list[str]] | list[str] | None = None
+    files: list[str] | None = field(default_factory=list)  # null = none, as before these checks
+    text_column: str = "text"
+
+    def __post_init__(self) -> None:
+        self.files = [] if self.files is None else self.files
+        if isinstance(self.terms, dict):
+            for lang, values in self.terms.items():
+                check_strings(f"sensitive.terms.{lang}", values)
+        elif self.terms is not None:
+            check_strings("sensitive.terms", self.terms)
+        check_strings("sensitive.files", self.files, non_empty=True)
+        # Checked here so a missing list is named before Ray starts, not by every worker.
+        for name in self.files:
+            if not Path(name).exists():
+                raise FileNotFoundError(f"sensitive.files: {name} does not exist")
+        check_name("sensitive.text_column", self.text_column)
+
+
 class SensitiveStage(Stage):
     name = "sensitive"
 
-    def __init__(self, terms: dict[str, list[str]] | list[str] | None = None, files: list[str] | None = None,
-                 text_column: str = "text"):
-        self.pattern = build_pattern(load_terms(terms, files))
-        self.text_column = text_column
+    def __init__(self, config: SensitiveConfig | Mapping[str, Any] | None = None, **options: Any):
+        self.config = stage_options(SensitiveConfig, config, options, self.name)
+        self.pattern = build_pattern(load_terms(self.config.terms, self.config.files))
 
     def label(self, text: str) -> tuple[int, float]:
         if self.pattern is None or not text:
@@ -76,6 +101,6 @@ class SensitiveStage(Stage):
         return count, count / max(1, len(words(text)))
 
     def process(self, table: pa.Table) -> pa.Table:
-        results = [self.label(t or "") for t in table.column(self.text_column).to_pylist()]
+        results = [self.label(t or "") for t in table.column(self.config.text_column).to_pylist()]
         table = set_column(table, "sensitive_count", pa.array([r[0] for r in results], pa.int64()))
         return set_column(table, "sensitive_ratio", pa.array([r[1] for r in results], pa.float64()))

@@ -8,8 +8,14 @@ for every row: rows in = rows kept + rows dropped.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping, TypeVar
+
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from schemas.options import from_mapping
+
+T = TypeVar("T")
 
 DROP_REASON = "drop_reason"
 DROP_STAGE = "drop_stage"
@@ -74,3 +80,46 @@ class Stage:
             raise RuntimeError(f"stage {self.name!r} returned {out.num_rows} rows for {table.num_rows}: "
                                "stages must mark drops, never remove rows")
         return out
+
+
+# ---------------------------------------------------------------- stage options
+# A stage's YAML section is one options dataclass whose __post_init__ runs these checks, so
+# parse_config (which builds the dataclass before Ray starts) turns a wrong value into one
+# line naming the option instead of a surprise on a worker: YAML's "no" in quotes is a truthy
+# string, and a string where a list is expected is iterated character by character.
+
+def stage_options(cls: type[T], config: T | Mapping[str, Any] | None, options: Mapping[str, Any], section: str) -> T:
+    """The stage's options from a built dataclass, a section mapping, or keyword arguments
+    (`CleanLinesStage(min_words_per_line=3)` in tests and scripts): every way in is checked."""
+    if isinstance(config, cls):
+        if options:
+            raise TypeError(f"{section}: pass either a {cls.__name__} or keyword options, not both")
+        return config
+    return from_mapping(cls, {**(config or {}), **options}, section)
+
+
+def check_bool(option: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{option}: expected true or false, got {value!r}")
+
+
+def check_int(option: str, value: Any, least: int = 0, *, nullable: bool = False) -> None:
+    if nullable and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{option}: expected an integer >= {least}{' or null' if nullable else ''}, got {value!r}")
+
+
+def check_strings(option: str, value: Any, *, non_empty: bool = False) -> None:
+    """A list of strings (a bare string is refused: iterating it would yield its characters)."""
+    items_ok = all(isinstance(v, str) and (v.strip() or not non_empty) for v in value) \
+        if isinstance(value, (list, tuple)) else False
+    if not items_ok:
+        what = "non-empty strings" if non_empty else "strings"
+        raise ValueError(f"{option}: expected a list of {what}, got {value!r}")
+
+
+def check_name(option: str, value: Any) -> None:
+    """A non-empty string, such as a column name."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{option}: expected a non-empty string, got {value!r}")
