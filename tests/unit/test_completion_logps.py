@@ -1,10 +1,11 @@
-"""The completion head gives the same log-probs and gradients as the model's full logits."""
+"""The completion head gives the same log-probs and gradients as the model's full logits,
+per batch row or, given a sequence index, per sequence of a packed row."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from train.completion_logps import add_completion_head, completion_logps, labelled_token_logps
+from train.completion_logps import add_completion_head, completion_logps, labelled_token_logps, token_logps
 from train.losses import sequence_logps
 
 
@@ -96,3 +97,44 @@ def test_a_deep_copy_uses_its_own_weights():
         twin.get_output_embeddings().weight.mul_(2.0)
     assert not torch.allclose(completion_logps(twin, batch).logps, completion_logps(model, batch).logps)
     torch.testing.assert_close(completion_logps(twin, batch).logps, _reference(twin, batch)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_token_logps_is_log_softmax_at_the_target():
+    logits = torch.randn(2, 5, 11, dtype=torch.float64) * 4
+    targets = torch.randint(0, 11, (2, 5))
+    want = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(token_logps(logits, targets), want.float())
+    torch.testing.assert_close(token_logps(logits[0], targets[0]), want[0].float())  # [positions, vocab] too
+
+
+@pytest.mark.parametrize("chunk_tokens", [4096, 3])  # 3: chunks cut across the packed sequences
+def test_a_sequence_index_sums_a_packed_row_per_sequence(chunk_tokens):
+    """Three sequences, each in its own row or end to end in one row: the same sums, counts and
+    gradients (with hidden states that are the same per token, as a packed backbone gives)."""
+    g = torch.Generator().manual_seed(5)
+    head = torch.nn.Linear(8, 13, bias=False)
+    lengths = [6, 4, 7]
+    hiddens = [torch.randn(n, 8, generator=g) for n in lengths]
+    labels = [torch.randint(0, 13, (n,), generator=g) for n in lengths]
+    for label in labels:
+        label[:2] = -100  # a prompt, and the sequence's first token that nothing predicts
+    labels[1][3] = -100
+
+    rows = torch.zeros(3, max(lengths), 8)
+    row_labels = torch.full((3, max(lengths)), -100)
+    for i, (h, label) in enumerate(zip(hiddens, labels)):
+        rows[i, :len(h)], row_labels[i, :len(label)] = h, label
+    rows.requires_grad_(True)
+    want = labelled_token_logps(rows, row_labels, head, chunk_tokens)
+    (want.logps * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    want_head_grad, head.weight.grad = head.weight.grad.clone(), None
+
+    packed = torch.cat(hiddens)[None].requires_grad_(True)
+    index = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))[None]
+    got = labelled_token_logps(packed, torch.cat(labels)[None], head, chunk_tokens, sequence_index=index)
+    (got.logps * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+
+    assert got.counts.tolist() == want.counts.tolist() == [4, 1, 5]
+    torch.testing.assert_close(got.logps, want.logps)
+    torch.testing.assert_close(head.weight.grad, want_head_grad)
+    torch.testing.assert_close(packed.grad[0], torch.cat([rows.grad[i, :n] for i, n in enumerate(lengths)]))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from train.completion_logps import token_logps  # log softmax(logits)[token]; rollout imports it from here
 from train.rl.advantages import masked_mean
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "token_sum_norm")
@@ -94,13 +95,6 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Per-position entropy of softmax(logits): logsumexp(z) − Σ p z."""
     logits = logits.float()
     return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-
-
-def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] per position, without keeping a [B, T, V] log-prob tensor."""
-    logits = logits.float()
-    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def ptx_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
