@@ -10,12 +10,11 @@ causal SDPA on each sequence alone (train.segment_attention), so a step costs th
 tokens only. The log-probs are the padded batch's (same tokens, same positions, same
 causal context), up to float rounding.
 
-Per-sequence sums need the labelled positions' logits by sequence. The completion head
-(train.completion_logps) sums by batch row, which is one row here, so this path asks
-the model's own forward for the logits of the labelled positions only (`logits_to_keep`
-as an index tensor; wrappers' hooks still run) and reduces them per sequence itself.
-Those logits are [labelled tokens, vocab] at once, not chunked: `fits_padding_free`
-keeps large vocabularies on the padded path with the chunked completion head.
+Per-sequence sums come from the same chunked completion head as the padded batch
+(train.completion_logps), given each position's sequence index, so a packed step never
+holds the [labelled tokens, vocab] logits at once, whatever the vocabulary. (A model
+without the head, its logits transformed after it, gives the labelled positions' logits
+from its own forward: still fewer than the full logits the padded batch then needs.)
 """
 from __future__ import annotations
 
@@ -24,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from train.completion_logps import completion_logps
 from train.preference_data import pair_extras
 
 IGNORE_INDEX = -100
-LOGITS_BUDGET_BYTES = 1 << 30  # largest fp32 [labelled tokens, vocab] logits a packed step may hold
 
 
 def _ids(value: Any) -> np.ndarray:
@@ -75,21 +74,8 @@ def is_packed(batch: dict) -> bool:
 
 def packed_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-probs [2B], labelled-token counts [2B]) of a `pack_pairs` batch under `model`."""
-    labels = batch["labels"][0]
-    lengths = batch["sequence_lengths"].to(labels.device)
-    targets = labels[1:]
-    keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)  # positions whose next token is labelled
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                   logits_to_keep=keep).logits[0].float()
-    picked = targets[keep]
-    token_logps = logits.gather(1, picked[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
-    # The sequence each predicted token belongs to (that of position t + 1).
-    sequence = torch.repeat_interleave(torch.arange(len(lengths), device=labels.device), lengths)[1:][keep]
-    sums = token_logps.new_zeros(len(lengths)).index_add(0, sequence, token_logps)
-    return sums, torch.bincount(sequence, minlength=len(lengths))
-
-
-def fits_padding_free(vocab_size: int, batch_size: int, cutoff_len: int) -> bool:
-    """True when a packed step's labelled-position logits (at most 2·batch·cutoff rows) fit
-    LOGITS_BUDGET_BYTES; larger vocabularies keep the padded batch and the chunked head."""
-    return 2 * batch_size * cutoff_len * vocab_size * 4 <= LOGITS_BUDGET_BYTES
+    lengths = batch["sequence_lengths"].to(batch["input_ids"].device)
+    # Which of the 2B sequences each position of the row belongs to.
+    sequence_index = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)[None]
+    out = completion_logps(model, batch, sequence_index=sequence_index, num_sequences=len(lengths))
+    return out.logps, out.counts

@@ -1,13 +1,15 @@
 """Padding-free DPO batches (train.packed_pairs): the packed row holds exactly the padded
 batch's tokens, and its per-sequence log-probs, DPO loss and gradients equal the padded
-batch's under the completion head, on SDPA per segment and on plain SDPA."""
+batch's under the completion head, on SDPA per segment and on plain SDPA, with LM-head
+chunks that cross the packed sequences' boundaries, on a vocabulary too large for the
+unchunked logits, and on the full-logits path of a model without the head."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from train.args import TrainConfigError, parse_train_config
-from train.packed_pairs import IGNORE_INDEX, fits_padding_free, pack_pairs, packed_logps
+from train.packed_pairs import IGNORE_INDEX, pack_pairs, packed_logps
 from train.preference_data import (
     collate_pairs,
     tokenize_preferences,
@@ -47,25 +49,40 @@ def test_a_sequence_start_is_never_a_target_even_without_a_prompt():
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 5, IGNORE_INDEX, 7]]
 
 
-def _model(tiny_model_dir, attn: str):
+def _model(tiny_model_dir, attn: str, chunk_tokens: int = 4096, vocab_size: int | None = None,
+           with_head: bool = True):
     from train.completion_logps import add_completion_head
     from train.model_loading import load_model
 
     cfg = parse_train_config({"model": str(tiny_model_dir), "stage": "dpo", "attn_implementation": attn})
     torch.manual_seed(0)
-    model = load_model(cfg.model, cfg.finetuning)
+    if vocab_size is None:
+        model = load_model(cfg.model, cfg.finetuning)
+    else:  # the tiny model's shape with a larger vocabulary (the tiny tokenizer's ids stay valid)
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from train.model_loading import pick_attn_implementation
+
+        config = AutoConfig.from_pretrained(tiny_model_dir, vocab_size=vocab_size)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=pick_attn_implementation(attn, False))
     model.config.use_cache = False
-    assert add_completion_head(model)
+    if not with_head:  # a logit transform after the head (Llama's forward ignores it): the full-logits path
+        model.config.final_logit_softcapping = 30.0
+    assert add_completion_head(model, chunk_tokens=chunk_tokens) is with_head
     return model
 
 
-@pytest.mark.parametrize("attn", ["sdpa_segments", "sdpa"])
-def test_packed_logps_and_gradients_equal_the_padded_batch(tiny_model_dir, pairs, attn):
+def _head_rows(model) -> list[int]:
+    """Records the number of positions of every LM-head call (forward and checkpoint recompute)."""
+    rows: list[int] = []
+    model.get_output_embeddings().register_forward_hook(lambda _m, _i, out: rows.append(out.shape[-2]))
+    return rows
+
+
+def _assert_packed_equals_padded(model, examples, pad_token_id):
     from train.completion_logps import completion_logps
 
-    tokenizer, examples = pairs
-    model = _model(tiny_model_dir, attn)
-    padded = collate_pairs(examples, tokenizer.pad_token_id)
+    padded = collate_pairs(examples, pad_token_id)
     assert padded["attention_mask"].float().mean() < 1  # the batch really has padding to skip
 
     want = completion_logps(model, padded)
@@ -80,6 +97,42 @@ def test_packed_logps_and_gradients_equal_the_padded_batch(tiny_model_dir, pairs
     assert counts.tolist() == want.counts.tolist()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, want_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    return counts
+
+
+# chunk_tokens 5: every chunk of labelled positions after the first few crosses into the next sequence.
+@pytest.mark.parametrize("attn,chunk_tokens", [("sdpa_segments", 4096), ("sdpa", 4096), ("sdpa_segments", 5)])
+def test_packed_logps_and_gradients_equal_the_padded_batch(tiny_model_dir, pairs, attn, chunk_tokens):
+    tokenizer, examples = pairs
+    model = _model(tiny_model_dir, attn, chunk_tokens)
+    rows = _head_rows(model)
+    counts = _assert_packed_equals_padded(model, examples, tokenizer.pad_token_id)
+    if chunk_tokens < 4096:
+        assert min(counts.tolist()) > chunk_tokens  # so chunks do straddle the sequence boundaries
+    # Padded and packed both project the labelled positions only, a chunk at a time, and
+    # each chunk twice (forward, then its recompute in backward): never the whole row.
+    assert max(rows) <= chunk_tokens and sum(rows) == 2 * 2 * int(counts.sum())
+
+
+def test_a_vocabulary_the_unchunked_logits_could_not_hold(tiny_model_dir, pairs):
+    """400k vocabulary: a batch of 4 pairs at cutoff 96 could carry 2*4*96 labelled rows of fp32
+    logits, 1.2 GB at once, which kept such models on the padded path. Packed, the head still
+    projects 16 rows at a time and the result is the padded batch's."""
+    tokenizer, examples = pairs
+    vocab_size, chunk_tokens = 400_000, 16
+    model = _model(tiny_model_dir, "sdpa_segments", chunk_tokens, vocab_size=vocab_size)
+    rows = _head_rows(model)
+    _assert_packed_equals_padded(model, examples, tokenizer.pad_token_id)
+    assert max(rows) == chunk_tokens  # largest logits alive: 16 x 400k fp32 = 25.6 MB
+
+
+def test_a_model_without_the_head_packs_from_its_own_logits(tiny_model_dir, pairs):
+    tokenizer, examples = pairs
+    model = _model(tiny_model_dir, "sdpa_segments", with_head=False)
+    rows = _head_rows(model)
+    counts = _assert_packed_equals_padded(model, examples, tokenizer.pad_token_id)
+    packed_rows = rows[-1]  # the packed forward's one head call: the labelled positions' logits only
+    assert packed_rows == int(counts.sum()) < pack_pairs(examples)["input_ids"].shape[1]
 
 
 def test_dpo_loss_is_the_same_packed_or_padded(tiny_model_dir, tmp_path, pairs):
@@ -114,11 +167,10 @@ def test_padding_free_option_and_its_auto_choice(tiny_model_dir, tmp_path, pairs
     tokenizer, _ = pairs
     for given, want in (("auto", True), ("true", True), ("false", False), (True, True), (False, False)):
         cfg = _cfg(tiny_model_dir, tmp_path, padding_free=given)
-        assert padding_free(PreferenceOptions.from_config(cfg), cfg, tokenizer) is want, given
+        assert padding_free(PreferenceOptions.from_config(cfg)) is want, given
+        assert padding_free(PreferenceOptions.from_config(cfg), cfg, tokenizer) is want  # bench/peers/step_ab.py's call
     with pytest.raises(TrainConfigError, match="padding_free"):
         PreferenceOptions.from_config(_cfg(tiny_model_dir, tmp_path, padding_free="sometimes"))
-    # 150k vocabulary x 2 x 4 x 2048 labelled rows of fp32 logits: several GB at once, so auto pads.
-    assert fits_padding_free(504, 4, 512) and not fits_padding_free(151_936, 4, 2048)
 
 
 def test_precomputed_reference_from_packed_batches_equals_the_copy_on_a_packed_batch(tiny_model_dir, tmp_path):

@@ -220,7 +220,7 @@ def run_dpo(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | 
 
     options = PreferenceOptions.from_config(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    if padding_free(options, cfg, tokenizer):
+    if padding_free(options):
         collate = PackedPairCollator()
     else:
         collate = PreferenceCollator(tokenizer.pad_token_id)
@@ -229,15 +229,12 @@ def run_dpo(cfg: TrainConfig, rows, run_dir, max_steps: int, resume_from: str | 
                          extra_callbacks=extra_callbacks, trainer_class=trainer_class, rank=rank)
 
 
-def padding_free(options: PreferenceOptions, cfg: TrainConfig, tokenizer) -> bool:
+def padding_free(options: PreferenceOptions, cfg: TrainConfig | None = None, tokenizer=None) -> bool:
     """Whether training batches are packed (train.packed_pairs) rather than padded: `true` /
-    `false` as given; `auto` packs unless the vocabulary makes the unchunked logits too big."""
-    from train.packed_pairs import fits_padding_free
-
-    if options.padding_free != "auto":
-        return options.padding_free == "true"
-    vocab = max(len(tokenizer), tokenizer.vocab_size or 0)
-    return fits_padding_free(vocab, cfg.training.per_device_batch_size, cfg.data.cutoff_len)
+    `false` as given; `auto` packs too. Packed log-probs go through the same chunked LM head as
+    padded ones, so no vocabulary makes the packed step's logits larger than the padded one's.
+    (`cfg` and `tokenizer` are not consulted; callers such as bench/peers/step_ab.py pass them.)"""
+    return options.padding_free != "false"
 
 
 def train_loop(loop_config: dict) -> None:
