@@ -101,7 +101,7 @@ def fixed_rollout(spec: dict) -> Iterator[None]:
 
     def update(self: RLLoop, *args, **kwargs):
         metrics = original_update(self, *args, **kwargs)
-        if self.rank == 0 and self.step == 0:
+        if self.rank == 0 and self.step == 0 and not self.cfg.launch.deepspeed:  # ZeRO keeps no p.grad
             gradients = {f"{module}.{name}": p.grad.detach().clone()
                          for module, m in self.models.trainable_modules().items()
                          for name, p in m.named_parameters() if p.grad is not None}
@@ -124,9 +124,11 @@ def fixed_rollout_train_loop(loop_config: dict) -> None:
 
 
 # ---------------------------------------------------------------- the two runs
-def _config(tiny_model_dir, stage: str, prompts_per_worker: int, options: dict, run_dir: Path, workers: int):
+def _config(tiny_model_dir, stage: str, prompts_per_worker: int, options: dict, run_dir: Path, workers: int,
+            deepspeed: str | None = None):
     return parse_train_config({
         "model": str(tiny_model_dir), "stage": stage, "output": str(run_dir), "num_workers": workers,
+        **({"deepspeed": deepspeed} if deepspeed else {}),
         "max_steps": 1, "save_steps": 1, "learning_rate": LEARNING_RATE, "lr_scheduler": "constant",
         "warmup_ratio": 0.0, "cpus_per_worker": 0.5,
         "data_options": {"prompts_per_step": prompts_per_worker, "max_new_tokens": MAX_NEW_TOKENS,
@@ -143,13 +145,14 @@ def _one_worker(tiny_model_dir, stage, prompts, spec, options, run_dir: Path) ->
     return run_dir
 
 
-def _two_ray_workers(ray_session, tiny_model_dir, stage, prompts, spec, options, run_dir: Path) -> Path:
+def _two_ray_workers(ray_session, tiny_model_dir, stage, prompts, spec, options, run_dir: Path,
+                     deepspeed: str | None = None) -> Path:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from train.launcher import worker_resources
 
-    cfg = _config(tiny_model_dir, stage, len(prompts) // 2, options, run_dir, workers=2)
+    cfg = _config(tiny_model_dir, stage, len(prompts) // 2, options, run_dir, workers=2, deepspeed=deepspeed)
     run_dir.mkdir(parents=True)
     trainer = TorchTrainer(
         train_loop_per_worker=fixed_rollout_train_loop,
@@ -216,4 +219,43 @@ def test_two_workers_take_the_first_update_of_one_worker(ray_session, tiny_model
     assert moved > 0.5 * LEARNING_RATE, "the first update did not move the actor: nothing was compared"
     assert gradient_error < 1e-4, f"2 workers' gradient differs from 1 worker's by {gradient_error:.2e} (relative)"
     assert update_error < 1e-3, f"2 workers' update differs from 1 worker's by {update_error:.2e} (relative)"
+    assert weight_error < 2e-2 * LEARNING_RATE, f"weights differ by up to {weight_error:.2e}"
+
+
+@pytest.mark.parametrize("stage", sorted(CASES))
+def test_two_zero2_workers_take_the_first_update_of_one_plain_worker(ray_session, tiny_model_dir, tmp_path, stage):
+    """`--deepspeed zero2`: DeepSpeed's engine reduce-scatters and averages the gradients instead of
+    the loop's all-reduce, and each worker steps only its partition of AdamW's state; the weights
+    after the first update match one plain worker's (tolerances as above). The gradients
+    themselves stay inside the engine's partitions, so only the weights are compared."""
+    from safetensors.torch import load_file
+
+    from train.model_loading import load_tokenizer
+
+    prompts_per_worker, options = CASES[stage]
+    tokenizer = load_tokenizer(_config(tiny_model_dir, stage, 1, options, tmp_path, 1).model)
+    prompts, _ = tokenize_prompts([(r["id"], r) for r in default_prompts(2 * prompts_per_worker, seed=3)],
+                                  tokenizer, 200)
+    spec = fixed_rollout_spec(tokenizer, prompts, options.get("num_generations", 1))
+    single_weights, _ = _saved(_one_worker(tiny_model_dir, stage, prompts, spec, options, tmp_path / "one"))
+    zero_dir = _two_ray_workers(ray_session, tiny_model_dir, stage, prompts, spec, {**options}, tmp_path / "zero2",
+                                deepspeed="zero2")
+    checkpoint = zero_dir / "hf" / "rank0" / "checkpoint-1" / "checkpoint"
+    flat = torch.load(checkpoint / "trainable.pt")
+    zero_weights = {f"{module}.{name}": t for module, tensors in flat.items() for name, t in tensors.items()}
+    assert sorted(zero_weights) == sorted(single_weights)
+    for rank in (0, 1):  # each worker wrote its own ZeRO partition of the optimizer state
+        assert (zero_dir / "hf" / f"rank{rank}" / "checkpoint-1" / "checkpoint" / "deepspeed"
+                / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").is_file()
+    weight_error = max((zero_weights[k] - single_weights[k]).abs().max().item() for k in single_weights)
+    initial = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    start = {k: initial[k.split(".", 1)[1]] for k in single_weights
+             if k.split(".", 1)[0] in ("actor", "critic") and k.split(".", 1)[1] in initial}
+    step1 = torch.cat([(single_weights[k] - start[k]).flatten() for k in sorted(start)])
+    step2 = torch.cat([(zero_weights[k] - start[k]).flatten() for k in sorted(start)])
+    update_error = ((step2 - step1).norm() / step1.norm()).item()
+    print(f"{stage} zero2: update relative error {update_error:.2e}, max weight difference "
+          f"{weight_error / LEARNING_RATE:.2e} x lr")
+    assert step1.abs().max().item() > 0.5 * LEARNING_RATE
+    assert update_error < 1e-3, f"2 ZeRO-2 workers' update differs from 1 worker's by {update_error:.2e} (relative)"
     assert weight_error < 2e-2 * LEARNING_RATE, f"weights differ by up to {weight_error:.2e}"

@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
     ({"stage": "dpo", "tokenizer": "./no/such/tokenizer"}, "does not exist"),
     ({"stage": "sft", "dtype": "fp16"}, "fp16 needs a GPU"),
     ({"stage": "sft", "attn_implementation": "flash"}, "unknown attn_implementation 'flash'.*sdpa_segments"),
-    ({"stage": "grpo", "deepspeed": "zero2"}, "--deepspeed zero2: the grpo stage does not run under DeepSpeed"),
+    ({"stage": "grpo", "deepspeed": "zero3"}, "--deepspeed zero3: the grpo stage runs ZeRO stage 0, 1 or 2, not 3"),
+    ({"stage": "ppo", "deepspeed": "zero3_offload"}, "--deepspeed zero3_offload: the ppo stage runs ZeRO stage 0, 1 or 2"),
+    ({"stage": "ppo", "deepspeed": "zero7"}, "unknown DeepSpeed config 'zero7'"),
 ])
 def test_preflight_rejects_bad_options(raw, message):
     with pytest.raises(ValueError, match=message):
@@ -42,6 +44,23 @@ def test_preflight_qlora_needs_bitsandbytes(monkeypatch):
 def test_preflight_accepts_good_options():
     for stage in ("pt", "sft", "rm", "dpo"):
         assert preflight(parse_train_config({"stage": stage, "deepspeed": "zero3", "template": "llama3"})).name == stage
+    for stage in ("ppo", "grpo"):  # the RL loop's engine: ZeRO 0/1/2, by name or as a JSON file
+        for deepspeed in ("zero0", "zero2", "zero2_offload"):
+            assert preflight(parse_train_config({"stage": stage, "deepspeed": deepspeed})).name == stage
+
+
+def test_rl_preflight_reads_the_zero_stage_of_a_config_file(tmp_path):
+    import json
+
+    for stage, accepted in ((1, True), (3, False)):
+        path = tmp_path / f"zero{stage}_custom.json"
+        path.write_text(json.dumps({"zero_optimization": {"stage": stage}}), encoding="utf-8")
+        cfg = parse_train_config({"stage": "grpo", "deepspeed": str(path)})
+        if accepted:
+            assert preflight(cfg).name == "grpo"
+        else:
+            with pytest.raises(ValueError, match=f"--deepspeed {path}: the grpo stage runs ZeRO stage 0, 1 or 2, not 3"):
+                preflight(cfg)
 
 
 def test_all_records_dropped_is_a_clear_error():

@@ -31,9 +31,10 @@ import torch
 
 from train.args import TrainConfig
 from train.rl import advantages as adv
-from train.distributed import all_reduce_mean, all_reduce_sum, average_gradients, global_whiten, world
+from train.distributed import all_reduce_mean, all_reduce_sum, global_whiten, world
 from train.rl.kl_control import KLController
 from train.rl.objective import aggregate, clipped_value_loss, explained_variance, kl_estimate, policy_objective, ptx_loss
+from train.rl.optimizer_steps import build_steps
 from train.rl.options import RLOptions
 from train.rl.reward_sources import RolloutTexts, RunningMoments
 from train.rl.rollout import RolloutBatch, SamplingSettings, eos_token_ids, sample_responses
@@ -102,32 +103,11 @@ class RLLoop:
         self.moments = RunningMoments()
         self.cursor = PromptCursor(len(prompts), cfg.training.seed + 7919 * self.rank)
         self.step = 0
-        self.optimizer, self.scheduler = self._optimizer()
+        self.optimizer_steps = build_steps(cfg, self.models.trainable_modules(), options.critic_lr_ratio, steps,
+                                       options.rollouts_per_step // options.num_minibatches, self.world_size)
         self.ptx_batches = self._ptx_stream() if options.ptx_coef > 0 else None
 
     # ------------------------------------------------------------ setup
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for m in self.models.trainable_modules().values() for p in m.parameters() if p.requires_grad]
-
-    def _optimizer(self):
-        from transformers.optimization import get_scheduler
-
-        from train.schedulers import scheduler_arguments
-
-        t = self.cfg.training
-        actor_params = [p for p in self.models.actor.parameters() if p.requires_grad]
-        groups = [{"params": actor_params, "lr": t.learning_rate}]
-        critic_params = [p for name, m in self.models.trainable_modules().items() if name != "actor"
-                         for p in m.parameters() if p.requires_grad]
-        critic_params = [p for p in critic_params if all(p is not q for q in actor_params)]
-        if critic_params:
-            groups.append({"params": critic_params, "lr": t.learning_rate * self.options.critic_lr_ratio})
-        optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
-        args = scheduler_arguments(t, self.steps)
-        scheduler = get_scheduler(args["lr_scheduler_type"], optimizer, num_warmup_steps=args["warmup_steps"],
-                                  num_training_steps=self.steps, scheduler_specific_kwargs=args["lr_scheduler_kwargs"])
-        return optimizer, scheduler
-
     def _ptx_stream(self) -> Iterable[torch.Tensor]:
         """Blocks of pretraining text for PPO-ptx, cycled forever."""
         from train.formats import iter_raw_rows, load_dataset_spec
@@ -198,12 +178,14 @@ class RLLoop:
         return adv.broadcast_to_tokens(per_sequence, mask), None
 
     def update(self, batch: RolloutBatch, old_logps, ref_logps, advantages, old_values, returns,
-               prompt_texts: list[str]) -> dict[str, float]:
+               prompt_texts: list[str]) -> tuple[dict[str, float], torch.Tensor | None]:
+        """The policy epochs over one rollout: (mean metrics of the optimizer steps, the log-probs
+        the update's own forward gave when `old_logps` is None (single pass), else None)."""
         o = self.options
         mask = batch.response_mask.float()
         n = len(batch)
-        if old_logps is None:  # single pass: the old log-probs are this forward's own, detached
-            self._pass_logps = torch.zeros_like(mask)
+        # Single pass: the old log-probs are this forward's own, detached; they come back for the KL metric.
+        pass_logps = torch.zeros_like(mask) if old_logps is None else None
         size = n // o.num_minibatches
         sums: dict[str, float] = {}
         updates = 0
@@ -217,8 +199,8 @@ class RLLoop:
                 # The entropy is a metric unless it is in the loss: then it needs no autograd graph.
                 out, shared_values = self.models.policy(mb, o.temperature, with_entropy=True,
                                                         entropy_grad=bool(o.entropy_coef))
-                if old_logps is None:
-                    self._pass_logps[rows] = out.logps.detach().float()
+                if pass_logps is not None:
+                    pass_logps[rows] = out.logps.detach().float()
                 terms = policy_objective(
                     out.logps, old_logps[rows] if old_logps is not None else out.logps.detach(), advantages[rows], m,
                     aggregation=o.aggregation(),
@@ -243,18 +225,13 @@ class RLLoop:
                     loss = loss + o.ptx_coef * ptx
                     metrics["ptx_loss"] = ptx.item()
                 self._stop_if_not_finite(loss, out.logps, m, [prompt_texts[i] for i in rows.tolist()])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(self.parameters())
-                if self.cfg.training.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.training.max_grad_norm)
-                self.optimizer.step()
+                self.optimizer_steps.step(loss)
                 metrics["loss"] = loss.item()
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
-        self.scheduler.step()
-        return {k: v / updates for k, v in sums.items()}
+        self.optimizer_steps.end_rl_step()
+        return {k: v / updates for k, v in sums.items()}, pass_logps
 
     def _tokens_per_worker(self, mask: torch.Tensor) -> float | None:
         """The token-mean denominator of this minibatch: its real tokens over every worker / world size.
@@ -326,10 +303,10 @@ class RLLoop:
                 else torch.zeros_like(mask)
             advantages, returns = self.advantages(scores, kl_tokens, mask, values)
         update_started = time.perf_counter()
-        update = self.update(batch, old_logps, ref_logps, advantages, values, returns, texts.prompts)
+        update, pass_logps = self.update(batch, old_logps, ref_logps, advantages, values, returns, texts.prompts)
         update_s = time.perf_counter() - update_started
-        if old_logps is None:
-            kl_tokens = kl_estimate(self._pass_logps, ref_logps, o.kl_estimator) * mask
+        if pass_logps is not None:
+            kl_tokens = kl_estimate(pass_logps, ref_logps, o.kl_estimator) * mask
 
         lengths = mask.sum(1)
         sequence_kl = (kl_tokens.sum(1)).mean()
@@ -347,7 +324,7 @@ class RLLoop:
         metrics = self._mean_over_workers(local)
         metrics["reward_std"] = math.sqrt(max(metrics.pop("reward_sq") - metrics["reward_mean"] ** 2, 0.0))
         metrics["kl_coef"] = self.kl.value
-        metrics["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        metrics["learning_rate"] = self.optimizer_steps.learning_rate
         self.kl.update(metrics["kl_sequence"], len(batch) * self.world_size)
         self.step += 1
         if self.rank == 0 and (self.step % o.sample_every == 0 or self.step == 1):
@@ -396,12 +373,11 @@ class RLLoop:
         target = root / "checkpoint"
         target.mkdir(parents=True, exist_ok=True)
         write_json(self.state(), target / f"rl_state_rank{self.rank}.json")
+        self.optimizer_steps.save(target, self.rank)  # a collective under DeepSpeed: every rank calls it
         if self.rank == 0:
             weights = {name: {k: p.detach().cpu() for k, p in m.named_parameters() if p.requires_grad}
                        for name, m in self.models.trainable_modules().items()}
             torch.save(weights, target / WEIGHTS_FILE)
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                       target / "optimizer.pt")
             write_json(self.state(), target / STATE_FILE)
             write_json({"global_step": self.step}, target / "trainer_state.json")
         return root
@@ -422,9 +398,8 @@ class RLLoop:
             with torch.no_grad():
                 for key, value in saved.items():
                     own[key].copy_(value)
-        opt = torch.load(directory / "optimizer.pt", map_location=self.device)
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
+        # After the weights: under DeepSpeed the engine restores its own copy of them (ZeRO's fp32 partitions).
+        self.optimizer_steps.load(directory, self.device)
         self.step = int(state["global_step"])
         self.cursor.position = int(state.get("prompt_position", self.step * self.options.prompts_per_step))
         self.kl.load_state_dict(state["kl_controller"])

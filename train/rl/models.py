@@ -35,7 +35,8 @@ class ValueHead(torch.nn.Module):
         torch.nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden.float()).squeeze(-1)
+        # The head's own dtype: fp32 as built, bf16/fp16 when a DeepSpeed engine casts the trainable modules.
+        return self.linear(hidden.to(self.linear.weight.dtype)).float().squeeze(-1)
 
 
 def hidden_size(model) -> int:

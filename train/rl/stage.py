@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -37,11 +38,14 @@ def run_rl(cfg: TrainConfig, rows: Callable, run_dir: str | Path, max_steps: int
     return loop.run(resume_from)
 
 
-def _ray_report(metrics: dict, checkpoint_dir: str | None) -> None:
+def _ray_report(metrics: dict, checkpoint_dir: str | None, every_rank: bool = False) -> None:
+    """Report a step's metrics; rank 0's checkpoint directory holds the whole checkpoint, unless
+    `every_rank` (DeepSpeed: each rank's directory holds its ZeRO partition, and Ray Train merges
+    the directories of all ranks into one checkpoint)."""
     import ray.train
 
     checkpoint = None
-    if checkpoint_dir and ray.train.get_context().get_world_rank() == 0:
+    if checkpoint_dir and (every_rank or ray.train.get_context().get_world_rank() == 0):
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
     ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
 
@@ -51,21 +55,36 @@ def train_loop(loop_config: dict) -> None:
     from train.worker import run_in_ray_worker
 
     def run(cfg, rows, run_dir, max_steps, **kwargs) -> dict:
-        return run_rl(cfg, rows, run_dir, max_steps, report=_ray_report, **kwargs)
+        report = functools.partial(_ray_report, every_rank=bool(cfg.launch.deepspeed))
+        return run_rl(cfg, rows, run_dir, max_steps, report=report, **kwargs)
 
     run_in_ray_worker(run, loop_config)
 
 
 def check_prompts(cfg: TrainConfig) -> None:
-    """Preflight: the prompt set reads and keeps at least one prompt per worker (before Ray)."""
-    from train.args import TrainConfigError
+    """Preflight (before Ray): the DeepSpeed config can run, and the prompt set reads and keeps
+    at least one prompt per worker."""
     from train.rl.options import rl_options
     from train.rl.prompts import prompt_rows
 
-    if cfg.launch.deepspeed:  # the RL loop runs its own optimizer steps (DDP), not a DeepSpeed engine
-        raise TrainConfigError(f"--deepspeed {cfg.launch.deepspeed}: the {cfg.launch.stage} stage does not run under "
-                               "DeepSpeed yet; its workers train data-parallel (DDP) without it")
+    check_deepspeed(cfg)
     prompt_rows(cfg, rl_options(cfg.data.data_options, cfg.launch.stage))
+
+
+def check_deepspeed(cfg: TrainConfig) -> None:
+    """Preflight of `--deepspeed` for the RL loop: a known config (by name or path) of ZeRO stage 0, 1 or 2."""
+    from train.args import TrainConfigError
+
+    if not cfg.launch.deepspeed:
+        return
+    from train.rl.optimizer_steps import SUPPORTED_ZERO_STAGES, zero_stage
+    from train.worker import deepspeed_config
+
+    stage = zero_stage(deepspeed_config(cfg.launch.deepspeed, cfg.launch.use_gpu))
+    if stage not in SUPPORTED_ZERO_STAGES:
+        raise TrainConfigError(f"--deepspeed {cfg.launch.deepspeed}: the {cfg.launch.stage} stage runs ZeRO stage 0, 1 "
+                               f"or 2, not {stage}: ZeRO-3 partitions the weights, which the rollout's generate and "
+                               "the checkpoint's weight copy read whole; use zero2 (or zero2_offload)")
 
 
 def count_steps(cfg: TrainConfig, dataset, stats) -> int:
