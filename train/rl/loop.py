@@ -103,11 +103,21 @@ class RLLoop:
         self.moments = RunningMoments()
         self.cursor = PromptCursor(len(prompts), cfg.training.seed + 7919 * self.rank)
         self.step = 0
+        # Bumped whenever the policy's weights change (an optimizer step, a checkpoint load): the
+        # vLLM engine reloads them only when it differs from the version it last received.
+        self.weights_version = 0
+        self.vllm = self._vllm_engine() if options.rollout_engine == "vllm" else None
         self.optimizer_steps = build_steps(cfg, self.models.trainable_modules(), options.critic_lr_ratio, steps,
                                        options.rollouts_per_step // options.num_minibatches, self.world_size)
         self.ptx_batches = self._ptx_stream() if options.ptx_coef > 0 else None
 
     # ------------------------------------------------------------ setup
+    def _vllm_engine(self):
+        from train.rl.vllm_rollout import VLLMRollout
+
+        return VLLMRollout(self.cfg, self.options, self.eos_ids, self.tokenizer.pad_token_id,
+                           seed=self.cfg.training.seed + self.rank)
+
     def _ptx_stream(self) -> Iterable[torch.Tensor]:
         """Blocks of pretraining text for PPO-ptx, cycled forever."""
         from train.formats import iter_raw_rows, load_dataset_spec
@@ -133,8 +143,14 @@ class RLLoop:
 
     # ------------------------------------------------------------ one step
     def rollout(self, prompt_rows: list[dict]) -> tuple[RolloutBatch, RolloutTexts]:
-        batch = sample_responses(self.models.actor, [r["prompt_ids"] for r in prompt_rows],
-                                 self.options.num_generations, self.sampling, self.eos_ids, self.tokenizer.pad_token_id)
+        prompts = [r["prompt_ids"] for r in prompt_rows]
+        if self.vllm is not None:
+            self.vllm.push_weights(self.models.actor, self.weights_version)
+            batch = self.vllm.sample(prompts, self.options.num_generations, self.sampling, seed=self._sampling_seed(),
+                                     device=self.device)
+        else:
+            batch = sample_responses(self.models.actor, prompts, self.options.num_generations, self.sampling,
+                                     self.eos_ids, self.tokenizer.pad_token_id)
         responses = []
         for ids, mask in zip(batch.response_ids.tolist(), batch.response_mask.tolist()):
             tokens = [t for t, m in zip(ids, mask) if m and t not in self.eos_ids]
@@ -226,6 +242,7 @@ class RLLoop:
                     metrics["ptx_loss"] = ptx.item()
                 self._stop_if_not_finite(loss, out.logps, m, [prompt_texts[i] for i in rows.tolist()])
                 self.optimizer_steps.step(loss)
+                self.weights_version += 1
                 metrics["loss"] = loss.item()
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
@@ -264,12 +281,15 @@ class RLLoop:
         return NonFiniteRLError(f"{what} at step {self.step + 1} (prompt: {prompt[:80]!r}); training stopped and "
                                 f"{where}. Lower learning_rate or check the reward.")
 
+    def _sampling_seed(self) -> int:
+        return (self.cfg.training.seed * 1_000_003 + self.step) * 64 + self.rank
+
     def run_step(self) -> dict[str, float]:
         o = self.options
         prompt_rows = [self.prompts[i] for i in self.cursor.take(o.prompts_per_step)]
         # Sampling randomness is a function of (seed, step, rank): a resumed run draws the same
         # responses the uninterrupted run would have, with no RNG state to carry in checkpoints.
-        torch.manual_seed((self.cfg.training.seed * 1_000_003 + self.step) * 64 + self.rank)
+        torch.manual_seed(self._sampling_seed())
         started = time.perf_counter()
         try:
             batch, texts = self.rollout(prompt_rows)
@@ -400,6 +420,7 @@ class RLLoop:
                     own[key].copy_(value)
         # After the weights: under DeepSpeed the engine restores its own copy of them (ZeRO's fp32 partitions).
         self.optimizer_steps.load(directory, self.device)
+        self.weights_version += 1
         self.step = int(state["global_step"])
         self.cursor.position = int(state.get("prompt_position", self.step * self.options.prompts_per_step))
         self.kl.load_state_dict(state["kl_controller"])

@@ -16,6 +16,7 @@ from train.rl.objective import KL_ESTIMATORS
 CRITIC_MODES = ("separate", "shared")
 REFERENCE_MODES = ("auto", "adapter", "copy")
 KL_PLACEMENTS = ("reward", "loss")
+ROLLOUT_ENGINES = ("hf", "vllm")
 
 
 @dataclass
@@ -28,6 +29,8 @@ class RLOptions:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    rollout_engine: str = "hf"         # hf (HF generate on the policy) | vllm (a vLLM engine in each worker; GPU)
+    vllm_gpu_memory_utilization: float = 0.3  # share of the GPU the vLLM engine takes (beside the training models)
     # policy epochs
     ppo_epochs: int = 1                # passes over each rollout batch
     num_minibatches: int = 1           # optimizer steps per pass
@@ -80,7 +83,8 @@ class RLOptions:
             bad(f"advantage: unknown estimator {self.advantage!r}; choose one of {', '.join(ESTIMATORS)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             bad(f"kl_estimator: {self.kl_estimator!r}; choose one of {', '.join(KL_ESTIMATORS)}")
-        for name, allowed in (("critic", CRITIC_MODES), ("reference", REFERENCE_MODES), ("kl_placement", KL_PLACEMENTS)):
+        for name, allowed in (("critic", CRITIC_MODES), ("reference", REFERENCE_MODES), ("kl_placement", KL_PLACEMENTS),
+                              ("rollout_engine", ROLLOUT_ENGINES)):
             if getattr(self, name) not in allowed:
                 bad(f"{name}: {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         if self.advantage in ("grpo", "dr_grpo", "rloo") and self.num_generations < 2:
@@ -94,6 +98,11 @@ class RLOptions:
         if rollouts % self.num_minibatches:
             bad(f"num_minibatches: {rollouts} samples per step (prompts_per_step × num_generations) do not split "
                 f"into {self.num_minibatches} minibatches")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            bad(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if cfg is not None and self.rollout_engine == "vllm" and cfg.finetuning.finetuning_type == "qlora":
+            bad("rollout_engine=vllm: a qlora policy's 4-bit base cannot be pushed into vLLM; use lora or "
+                "rollout_engine=hf")
         if self.clip_range <= 0:
             bad(f"clip_range must be > 0, got {self.clip_range}")
         if self.kl_coef < 0 or self.entropy_coef < 0 or self.ptx_coef < 0:

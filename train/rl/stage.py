@@ -62,13 +62,18 @@ def train_loop(loop_config: dict) -> None:
 
 
 def check_prompts(cfg: TrainConfig) -> None:
-    """Preflight (before Ray): the DeepSpeed config can run, and the prompt set reads and keeps
-    at least one prompt per worker."""
+    """Preflight (before Ray): the DeepSpeed config and the rollout engine can run, and the prompt
+    set reads and keeps at least one prompt per worker."""
     from train.rl.options import rl_options
     from train.rl.prompts import prompt_rows
 
+    options = rl_options(cfg.data.data_options, cfg.launch.stage)
     check_deepspeed(cfg)
-    prompt_rows(cfg, rl_options(cfg.data.data_options, cfg.launch.stage))
+    if options.rollout_engine == "vllm":
+        from train.rl.vllm_rollout import check_vllm_available
+
+        check_vllm_available(cfg.launch.use_gpu)
+    prompt_rows(cfg, options)
 
 
 def check_deepspeed(cfg: TrainConfig) -> None:
