@@ -9,8 +9,8 @@ Execution plan (one streaming pass over the input)
 - A last map tags each row `data` (kept, checked against the `document` schema) or
   `dropped`, and one `write_parquet(partition_cols=...)` writes both outputs; the two
   partition directories become `data/` and `dropped/`.
-- Every stage times itself per batch and reports the seconds to a tiny `StageClock`
-  actor; row counts per stage and reason are read back from the written `drop_stage` /
+- Every stage times itself per batch and appends the seconds to its process's file of the
+  stage clock (curate.stage_clock); row counts per stage and reason are read back from the written `drop_stage` /
   `drop_reason` columns (two small columns), so the accounting is exact by construction.
 - All of it happens inside `schemas.dataset_io.dataset_dir`: a failed run leaves no final directory.
 The driver never holds rows; it reads back two string columns in streaming batches.
@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import CurateConfig
-from curate.driver_actor import start_on_driver_node
 from curate.ppl_buckets import recorded_cutoffs
 from curate.registry import STAGES, get_spec, known_types, model_identities
 from curate.stage import DROP_REASON, DROP_STAGE, Stage, set_column
+from curate.stage_clock import StageClock
 from schemas.funnel import Funnel, StageCount
 from schemas.validate import validate
 
@@ -91,39 +91,10 @@ def produced_columns(config: CurateConfig) -> set[str]:
 
 # ---------------------------------------------------------------- batch callables
 
-class StageClock:
-    """Ray actor body that sums the seconds each stage spent (reported per batch) and keeps
-    the wall-clock time the first batch started (how long the job took to get going)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.first_batch: float | None = None
-        self.builds: list[tuple[float, float]] = []
-
-    def add(self, seconds: dict[str, float], started: float | None = None) -> None:
-        for name, value in seconds.items():
-            self.seconds[name] += value
-        if started is not None and (self.first_batch is None or started < self.first_batch):
-            self.first_batch = started
-
-    def totals(self) -> dict[str, float]:
-        return dict(self.seconds)
-
-    def first_batch_at(self) -> float | None:
-        return self.first_batch
-
-    def built(self, started: float, finished: float) -> None:
-        """A pipeline actor built its stages (loaded its models) from `started` to `finished`."""
-        self.builds.append((started, finished))
-
-    def build_times(self) -> list[tuple[float, float]]:
-        return list(self.builds)
-
-
 class StageChain:
     """Apply stages in order to a pyarrow batch; report each stage's seconds to the clock."""
 
-    def __init__(self, stages: list[Stage], clock=None):
+    def __init__(self, stages: list[Stage], clock: StageClock | None = None):
         self.stages, self.clock = stages, clock
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -134,14 +105,14 @@ class StageChain:
             batch = stage(batch)
             seconds[stage.name] = time.perf_counter() - start
         if self.clock is not None:
-            self.clock.add.remote(seconds, started)  # fire and forget: timing must not slow the stream
+            self.clock.add(seconds, started)
         return batch
 
 
 class ChainTask:
     """Task-pool callable; the stages are built lazily, once per deserialized copy."""
 
-    def __init__(self, factories: list[Callable[[], Stage]], clock=None):
+    def __init__(self, factories: list[Callable[[], Stage]], clock: StageClock | None = None):
         self.factories, self.clock, self.chain = factories, clock, None
 
     def __getstate__(self) -> dict:
@@ -159,11 +130,11 @@ class ChainTask:
 class ChainActor:
     """Actor-pool callable: builds the stages (and loads their models) once, in __init__."""
 
-    def __init__(self, factories: list[Callable[[], Stage]], clock=None):
+    def __init__(self, factories: list[Callable[[], Stage]], clock: StageClock | None = None):
         started = time.time()
         self.chain = StageChain([f() for f in factories], clock)
         if clock is not None:
-            clock.built.remote(started, time.time())
+            clock.built(started, time.time())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.chain(batch)
@@ -236,7 +207,7 @@ def build_accounting(kept: int, drops: dict[tuple[str, str], int], seconds: dict
 
 # ---------------------------------------------------------------- the run
 
-def build_dataset(config: CurateConfig, inputs, plan=None, clock=None):
+def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | None = None):
     """Lazy Ray Dataset of every input row after all enabled stages (nothing runs yet)."""
     import ray
 
@@ -346,18 +317,27 @@ def stage_names(plan, family: str = "raw_page") -> list[str]:
     return names
 
 
-def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card: bool = True) -> dict:
-    """Run the whole pipeline into `output_dir` atomically; return a short summary."""
-    import ray
+def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card: bool = True,
+               release_ray: Callable[[], None] | None = None) -> dict:
+    """Run the whole pipeline into `output_dir` atomically; return a short summary.
+
+    `release_ray`, when given, is called on this thread once the run needs Ray no more (outputs
+    written, counts, timings and cutoffs read back, every dataset and actor handle dropped),
+    while the card is computed and drawn on another: a job that started its own Ray passes
+    `ray.shutdown`, whose ~1.5 s of waiting for Ray's processes to exit then overlaps the card
+    instead of following the job. Only for a Ray this process owns: a job that joined a
+    cluster leaves its connection to the normal exit (see jobs/curate.py).
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
     from schemas.dataset_io import dataset_dir
 
     plan = check_stages(config)
     started = time.time()
     t0 = time.perf_counter()
-    clock = start_on_driver_node(StageClock)
     with dataset_dir(output_dir, "document") as out:
         staging = out.root / "_staging"
+        clock = StageClock(out.root / "_clock")
         ds, family = build_dataset(config, inputs, plan, clock)
         ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN],
                          ray_remote_args={"num_cpus": config.runtime.task_cpus})
@@ -366,8 +346,9 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
             if written.is_dir():
                 written.rename(out.root / part)
         shutil.rmtree(staging)
-        seconds, first_batch, builds = ray.get([clock.totals.remote(), clock.first_batch_at.remote(),
-                                                clock.build_times.remote()])
+        timing = clock.read()
+        shutil.rmtree(clock.directory, ignore_errors=True)
+        seconds, first_batch, builds = timing.seconds, timing.first_batch, timing.builds
         kept, drops = count_drops(out.root)
         counts = build_accounting(kept, drops, seconds, stage_names(plan, family))
         run = {
@@ -392,8 +373,13 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
         }
         if (cutoffs := recorded_cutoffs(ds)) is not None:
             run["ppl_bucket"] = cutoffs  # the head/middle/tail cutoffs per language this run used
-        out.finish(counts, run, card=write_card, text_column="text")
-    ray.kill(clock)
+        del ds  # no Ray object outlives the Ray it belongs to (release_ray)
+        # The accounting and the card read the written files only: no Ray from here on.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raymill-card") as pool:
+            finished = pool.submit(out.finish, counts, run, card=write_card, text_column="text")
+            if release_ray is not None:
+                release_ray()
+            finished.result()  # re-raises a failure of the card here
     total = counts[0].rows_in if counts else 0
     return {"output": str(Path(output_dir).resolve()), "rows_in": total, "kept": kept, "dropped": total - kept,
             "dropped_by_stage": {c.stage: sum(c.dropped.values()) for c in counts},

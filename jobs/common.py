@@ -166,8 +166,10 @@ def configure_ray_data_console(verbose: bool = False) -> None:
 
 
 def init_ray(num_cpus: int | None = None, *, log_dir: str | Path | None = None, verbose: bool = False,
-             dashboard: bool | None = None) -> None:
+             dashboard: bool | None = None) -> bool:
     """Join the cluster in RAY_ADDRESS (as under `ray job submit`), else start an embedded Ray.
+    Returns True when this call started that embedded Ray (the caller then owns it), False
+    when it joined a cluster or Ray was already initialised.
 
     Embedded Ray starts without the dashboard unless asked (`dashboard=True` or
     RAYMILL_DASHBOARD=1): its nine head modules are separate processes that cost ~1-2 s of
@@ -178,12 +180,13 @@ def init_ray(num_cpus: int | None = None, *, log_dir: str | Path | None = None, 
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if dashboard is None:
         dashboard = os.environ.get("RAYMILL_DASHBOARD", "") not in ("", "0")
     quiet_console(log_dir, verbose)
     kwargs: dict[str, Any] = {"log_to_driver": verbose or log_dir is None}
-    if not os.environ.get("RAY_ADDRESS"):
+    embedded = not os.environ.get("RAY_ADDRESS")
+    if embedded:
         # Ray starts workers at niceness 15 (RAY_worker_niceness): on a shared CPU box the embedded
         # job's trainer and pipeline actors would run at the lowest priority against every other
         # process (measured: the main cause of raymill's slower steps beside TRL under load).
@@ -211,6 +214,7 @@ def init_ray(num_cpus: int | None = None, *, log_dir: str | Path | None = None, 
         quiet_console(log_dir, verbose)
         configure_ray_data_console(verbose)
         _link_session_logs(Path(log_dir))
+    return embedded
 
 
 def _link_session_logs(log_dir: Path) -> None:

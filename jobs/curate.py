@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     prepare_embedded_ray(config.runtime.num_cpus)
     logs = log_dir_for(output)
-    init_ray(config.runtime.num_cpus, log_dir=logs, verbose=args.verbose)
-    summary = run_curate(config, inputs, output)
+    started_ray = init_ray(config.runtime.num_cpus, log_dir=logs, verbose=args.verbose)
+    # A Ray this job started stops while the card is drawn (run_curate); a joined cluster, or
+    # the Ray of a caller that had one running, is left as it is.
+    import ray
+
+    summary = run_curate(config, inputs, output, release_ray=ray.shutdown if started_ray else None)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -75,5 +79,24 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def leave() -> None:
+    """End the process without the interpreter's teardown (~0.5 s of freeing the modules of
+    Ray and pyarrow on one core) when the job's own Ray is already stopped: everything is
+    written, so only Python's buffers and the log files are left to flush. Still connected
+    to a cluster (`ray job submit`), the normal exit disconnects cleanly."""
+    import logging
+    import sys
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     run_main(main)
+    leave()

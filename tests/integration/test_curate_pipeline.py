@@ -56,7 +56,12 @@ def test_sample_every_row_accounted_and_outputs_written(sample_run):
     file_counts = Counter(zip(dropped.column("drop_stage").to_pylist(), dropped.column("drop_reason").to_pylist()))
     assert file_counts == Counter({(s.stage, r): n for s in stages for r, n in s.dropped.items()})
     assert "raw" not in dropped.column_names  # payload bytes never reach the outputs
-    assert run["wall_seconds"] > 0 and any(s.seconds > 0 for s in stages)
+    assert run["wall_seconds"] > 0
+    # Every per-row stage reported its seconds (through the stage clock's files, which are gone).
+    timed = [s for s in stages if s.stage not in run["untimed_stages"]]
+    assert timed and all(s.seconds > 0 for s in timed), [(s.stage, s.seconds) for s in stages]
+    assert run["first_batch_after_seconds"]["job"] > 0 and run["actors_ready_after_seconds"] > 0
+    assert not (out / "_clock").exists() and not (out / "_staging").exists()
 
 
 def test_sample_stages_visibly_act(sample_run):
@@ -120,6 +125,33 @@ def test_jsonl_documents_skip_extraction_and_count_bad_lines(tmp_path, ray_sessi
     assert "extract" not in stages and summary["rows_in"] == 8
     assert stages["read"].dropped == {"invalid_json": 1, "missing_text": 1}
     assert summary["kept"] == 6
+
+
+def test_ray_is_released_while_the_card_is_drawn(tmp_path, ray_session):
+    """run_curate hands Ray back (release_ray) on the calling thread once the outputs are written
+    and counted, with the card drawn beside it; the card is the one compute_card makes from the files."""
+    import threading
+
+    from schemas.card import compute_card, read_card
+
+    rng = random.Random(11)
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"d{i}", "text": "\n".join(paragraphs(rng, "en", 4))})
+                              for i in range(6)) + "\n{oops\n")
+    calls = []
+
+    def release():  # stands in for ray.shutdown: the session's Ray is shared by the other tests
+        staging = next(p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp"))
+        calls.append({"main_thread": threading.current_thread() is threading.main_thread(),
+                      "outputs_written": (staging / "data").is_dir() and not (staging / "_staging").exists()})
+
+    summary = run_curate(parse_config(merge_config({"dedup": {"enabled": False}})), [str(path)], tmp_path / "out",
+                         release_ray=release)
+    assert calls == [{"main_thread": True, "outputs_written": True}]
+    assert summary["kept"] == 6 and is_complete(tmp_path / "out")
+    written, fresh = read_card(tmp_path / "out"), compute_card(tmp_path / "out", "document", text_column="text")
+    for name in ("funnel", "drops", "stats", "histograms", "top_values", "samples"):
+        assert written.table(name).equals(fresh.table(name)), name
 
 
 def _cpu_asks(ds) -> dict[str, float]:
