@@ -12,8 +12,9 @@ summed log-probs and label count (`CompletionLogps`).
 Why a patched forward and not a helper that calls the backbone directly: the call still
 goes through whatever wraps the model (peft, DDP, DeepSpeed), so the wrappers' forward
 hooks (DDP's gradient bookkeeping, ZeRO-3's parameter gathering) run as usual. Under
-autograd each chunk is recomputed in backward (activation checkpointing), so only one
-chunk of logits is alive at a time.
+autograd, when the labelled positions take two or more chunks, each chunk is recomputed in
+backward (activation checkpointing), so only one chunk of logits is alive at a time; a
+single chunk is not recomputed (see `labelled_token_logps`).
 
 Packed rows (padding-free DPO, train.packed_pairs) hold several sequences in one row, so
 "per row" is not "per sequence": `sequence_index` [batch, T] says which sequence each
@@ -103,10 +104,16 @@ def labelled_token_logps(hidden: torch.Tensor, labels: torch.Tensor, lm_head: to
     mask = targets != IGNORE_INDEX
     owner, num_sequences = _owners(labels, mask, sequence_index, num_sequences)
     selected, selected_targets = hidden[mask], targets[mask]
+    # Checkpointing keeps one chunk of logits alive instead of all of them. With a single chunk
+    # there is nothing to save: its logits are alive at the head's backward either way (kept for
+    # it, or recomputed by the checkpoint), so the recompute would only cost a second head matmul.
+    # (Kept, they also live through a DPO reference forward; that peak stays below the head
+    # backward's, which holds the logits and their gradient.)
+    checkpointed = torch.is_grad_enabled() and selected.requires_grad and selected.shape[0] > chunk_tokens
     pieces = []
     for start in range(0, selected.shape[0], chunk_tokens):
         h, t = selected[start:start + chunk_tokens], selected_targets[start:start + chunk_tokens]
-        if torch.is_grad_enabled() and h.requires_grad:
+        if checkpointed:
             pieces.append(checkpoint(_chunk_logps, lm_head, h, t, use_reentrant=False))
         else:
             pieces.append(_chunk_logps(lm_head, h, t))

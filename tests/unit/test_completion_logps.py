@@ -138,3 +138,48 @@ def test_a_sequence_index_sums_a_packed_row_per_sequence(chunk_tokens):
     torch.testing.assert_close(got.logps, want.logps)
     torch.testing.assert_close(head.weight.grad, want_head_grad)
     torch.testing.assert_close(packed.grad[0], torch.cat([rows.grad[i, :n] for i, n in enumerate(lengths)]))
+
+
+def _labelled_rows(seed: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear]:
+    """Hidden states [3, 9, 8], labels with 14 labelled targets, and an LM head over 13 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    hidden = torch.randn(3, 9, 8, generator=g)
+    labels = torch.randint(0, 13, (3, 9), generator=g)
+    labels[:, :4] = -100  # 3 rows x 5 targets ...
+    labels[1, 7] = -100  # ... less one
+    return hidden, labels, torch.nn.Linear(8, 13, bias=False)
+
+
+def test_one_chunk_and_many_chunks_give_the_same_logps_and_gradients():
+    hidden, labels, head = _labelled_rows()
+    results = {}
+    for chunk_tokens in (4096, 4):  # one chunk (not checkpointed); four checkpointed chunks
+        h = hidden.clone().requires_grad_(True)
+        head.weight.grad = None
+        out = labelled_token_logps(h, labels, head, chunk_tokens)
+        (out.logps * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+        results[chunk_tokens] = (out.logps.detach(), out.counts, h.grad, head.weight.grad.clone())
+    (one_logps, one_counts, one_hidden_grad, one_head_grad), many = results[4096], results[4]
+    assert one_counts.tolist() == many[1].tolist() == [5, 4, 5]
+    torch.testing.assert_close(one_logps, many[0])
+    torch.testing.assert_close(one_hidden_grad, many[2])
+    torch.testing.assert_close(one_head_grad, many[3])
+    assert one_hidden_grad.abs().sum() > 0 and one_head_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("chunk_tokens", "grad", "rows_per_head_call"), [
+    (4096, True, [14]),  # one chunk: projected once, its logits kept for backward
+    (14, True, [14]),  # exactly one full chunk
+    (4, True, [2, 2, 4, 4, 4, 4, 4, 4]),  # four chunks, each projected again in backward (checkpoint)
+    (4, False, [2, 4, 4, 4]),  # no autograd: nothing to recompute
+])
+def test_only_several_chunks_recompute_the_head(chunk_tokens, grad, rows_per_head_call):
+    hidden, labels, head = _labelled_rows()
+    calls = []
+    head.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    with torch.set_grad_enabled(grad):
+        out = labelled_token_logps(hidden.requires_grad_(grad), labels, head, chunk_tokens)
+        if grad:
+            out.logps.sum().backward()
+    assert sorted(calls) == rows_per_head_call
