@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from train.completion_logps import token_logps
+
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")
 # Losses with no reference model at all: the stage loads none for them.
 REFERENCE_FREE_LOSS_TYPES = ("orpo", "simpo")
@@ -229,13 +231,10 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     """Summed log-probs of the labelled tokens of each sequence, and their counts.
 
     `logits` [batch, T, vocab] predict the next token; `labels` [batch, T] hold the
-    input ids with prompt and padding set to `ignore_index`. Uses logsumexp rather than
-    a full log_softmax so the [batch, T, vocab] log-prob tensor is never kept.
+    input ids with prompt and padding set to `ignore_index`. Per token this is
+    `completion_logps.token_logps` (logsumexp, so no [batch, T, vocab] log-prob tensor is kept).
     """
-    logits = logits[:, :-1, :]
     labels = labels[:, 1:]
     mask = labels != ignore_index
-    safe = labels.masked_fill(~mask, 0)
-    picked = torch.gather(logits, 2, safe.unsqueeze(-1)).squeeze(-1).float()
-    token_logps = (picked - torch.logsumexp(logits.float(), dim=-1)) * mask
-    return token_logps.sum(dim=-1), mask.sum(dim=-1)
+    safe = labels.masked_fill(~mask, 0)  # any valid index: masked positions are zeroed below
+    return (token_logps(logits[:, :-1, :], safe) * mask).sum(dim=-1), mask.sum(dim=-1)
