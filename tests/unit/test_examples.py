@@ -9,7 +9,7 @@ import pytest
 from jobs.common import deep_merge, load_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-TRAIN = sorted(p for p in EXAMPLES.glob("*.yaml") if p.stem.split("_")[0] in ("pt", "sft", "rm", "dpo"))
+TRAIN = sorted(p for p in EXAMPLES.glob("*.yaml") if p.stem.split("_")[0] in ("pt", "sft", "rm", "dpo", "ppo", "grpo"))
 CURATE = sorted(EXAMPLES.glob("curate_*.yaml"))
 SYNTH = sorted(EXAMPLES.glob("synth_*.yaml"))
 
@@ -17,8 +17,8 @@ SYNTH = sorted(EXAMPLES.glob("synth_*.yaml"))
 def test_every_example_is_checked_and_documented():
     every = sorted(EXAMPLES.glob("*.yaml"))
     assert every and sorted(TRAIN + CURATE + SYNTH) == every
-    # A stage and mode each: pt, sft full / freeze / lora / qlora, rm, dpo, curate x2, synth x2.
-    assert {p.stem for p in every} >= {"pt", "sft", "sft_freeze", "sft_lora", "sft_qlora", "rm", "dpo",
+    # A stage and mode each: pt, sft full / freeze / lora / qlora, rm, dpo, ppo, grpo, curate x2, synth x2.
+    assert {p.stem for p in every} >= {"pt", "sft", "sft_freeze", "sft_lora", "sft_qlora", "rm", "dpo", "ppo", "grpo",
                                        "curate_small", "curate_cluster", "synth_instructions", "synth_preferences"}
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
     for path in every:
@@ -35,7 +35,7 @@ def test_train_example_parses_and_preflights(path):
     stage, _, mode = path.stem.partition("_")
     assert cfg.launch.stage == stage
     assert cfg.finetuning.finetuning_type == (mode or {"sft": "full", "pt": "full", "rm": "full",
-                                                       "dpo": "lora"}[stage])
+                                                       "dpo": "lora", "ppo": "lora", "grpo": "lora"}[stage])
     assert cfg.model.model == "tiny" and not cfg.data.data  # runnable as written on the embedded defaults
 
 
