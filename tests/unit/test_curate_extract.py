@@ -185,3 +185,17 @@ def test_bad_records_through_the_warc_reader(tmp_path):
     assert [r["drop_reason"] for r in out] == ["empty_body", "binary_content", "binary_content", None, None]
     assert out[3]["charset_used"] == "utf-8-replace" and "harbour committee" in out[3]["text"]
     assert "Grüße aus Köln" in out[4]["text"]
+
+
+def test_cjk_page_needs_fifty_han_kana_or_hangul_characters():
+    from curate.extract import CJK_PAGE_MIN_CHARS, is_cjk_page
+
+    latin = "<html><body><p>" + "Caf\u00e9 na\u00efve \u2014 \u201cquoted\u201d text. " * 400 + "</p>"
+    assert not is_cjk_page(latin)
+    for chars in ("\u4e2d", "\u3042", "\ud55c"):  # Han, hiragana, Hangul
+        assert not is_cjk_page(latin + chars * (CJK_PAGE_MIN_CHARS - 1))
+        assert is_cjk_page(latin + chars * CJK_PAGE_MIN_CHARS)
+    # Characters that share the UTF-8 lead bytes but are not CJK text (ideographic space,
+    # CJK punctuation, Yi) pass the fast byte bound, and the exact count still says no.
+    assert not is_cjk_page(latin + "\u3000\u3001\ua000" * 100 + "\u4e2d" * 10)
+    assert not is_cjk_page("\udc80" * 100)  # a lone surrogate from a lenient decode does not crash
