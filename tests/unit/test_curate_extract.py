@@ -199,3 +199,21 @@ def test_cjk_page_needs_fifty_han_kana_or_hangul_characters():
     # CJK punctuation, Yi) pass the fast byte bound, and the exact count still says no.
     assert not is_cjk_page(latin + "\u3000\u3001\ua000" * 100 + "\u4e2d" * 10)
     assert not is_cjk_page("\udc80" * 100)  # a lone surrogate from a lenient decode does not crash
+
+
+def test_pruned_tags_go_before_trafilatura_and_the_text_after_them_stays():
+    from lxml import etree
+
+    from curate.extract import ExtractConfig, pruned_tree
+
+    page = ("<html><body><article><p>The council met on Tuesday to vote on the plan for the river park "
+            "<script>var tracking = 'SCRIPTWORD';</script> and the vote passed after long debate.</p>"
+            "<style>.x{color:red}</style><noscript>NOSCRIPTWORD</noscript></article></body></html>")
+    tree = pruned_tree(page, ["script", "style", "noscript"])
+    text = etree.tostring(tree, encoding="unicode", method="text")
+    assert "SCRIPTWORD" not in text and "NOSCRIPTWORD" not in text and "color:red" not in text
+    assert "and the vote passed after long debate." in text  # a pruned element's tail is page text
+    assert pruned_tree("", ["script"]) == ""  # nothing to parse: handed on as it was
+    assert ExtractConfig.from_dict({"prune_tags": []}).prune_tags == []
+    with pytest.raises(ValueError, match="extract.prune_tags"):
+        ExtractConfig.from_dict({"prune_tags": "script"})
