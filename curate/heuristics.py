@@ -264,7 +264,7 @@ def ngram_char_fractions(stripped: list[str], words_per_unit: float = 1.0) -> di
     dup_len = {n: scaled_ngram(n, words_per_unit) for n in DUP_NGRAMS}
     vocab: dict[str, int] = {}
     ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in stripped), np.uint64, len(stripped))
-    lens = np.fromiter((len(w) for w in stripped), np.int64, len(stripped))
+    lens = np.fromiter(map(len, stripped), np.int64, len(stripped))
     total = int(lens.sum())
     if total == 0:
         return out
@@ -353,8 +353,9 @@ def document_labels(text: str, lang: str | None = None, thresholds: Thresholds =
     paragraphs = [p for p in paragraphs if p]
 
     labels: dict = {"gopher_word_count": n_words}
-    cjk_words = sum(1 for w in ws if len(w) == 1 and CJK_CHAR.match(w))
-    non_cjk = [w for w, s in zip(ws, stripped) if not (len(w) == 1 and CJK_CHAR.match(w))]
+    # Stripped forms of the words that are not one CJK character (a CJK word is one character).
+    non_cjk = [s for w, s in zip(ws, stripped) if not (len(w) == 1 and CJK_CHAR.match(w))]
+    cjk_words = n_words - len(non_cjk)
     # Mostly Chinese / Japanese: line rules judge merged lines, n-grams and the list ratio
     # count word-equivalents (see the module doc). Other text is measured as published.
     spaceless = n_words > 0 and cjk_words * 2 > n_words
@@ -364,14 +365,15 @@ def document_labels(text: str, lang: str | None = None, thresholds: Thresholds =
     n_judged = len(judged_lines)
     terminal_punct = CJK_TERMINAL_PUNCT if spaceless else TERMINAL_PUNCT
     if n_words and not spaceless and non_cjk:
-        labels["gopher_mean_word_length"] = sum(len(w.strip(_STRIP) or w) for w in non_cjk) / len(non_cjk)
+        labels["gopher_mean_word_length"] = sum(map(len, non_cjk)) / len(non_cjk)
     else:
         labels["gopher_mean_word_length"] = None
     symbols = text.count("#") + text.count("...") + text.count("…")
     labels["gopher_symbol_word_ratio"] = symbols / n_words if n_words else 0.0
     labels["gopher_bullet_lines_ratio"] = (sum(1 for ln in lines if ln.startswith(BULLETS)) / n_lines) if n_lines else 0.0
     labels["gopher_ellipsis_lines_ratio"] = (sum(1 for ln in lines if ln.endswith(("...", "…"))) / n_lines) if n_lines else 0.0
-    alpha = sum(1 for w in stripped if any(ch.isalpha() for ch in w))
+    # A word "holds a letter": all letters (the common case, one C call) or any letter.
+    alpha = sum(1 for w in stripped if w.isalpha() or any(map(str.isalpha, w)))
     labels["gopher_alpha_words_ratio"] = alpha / n_words if n_words else 0.0
     stop = STOP_WORDS.get((lang or "").split("_")[0].lower())
     labels["gopher_stop_words"] = None if stop is None else sum(1 for w in stripped if w.lower() in stop)
