@@ -62,12 +62,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 
 from curate.rules import LANG_SEPARATOR
-from curate.stage import Stage, set_column
+from curate.stage import Stage, check_name, set_column, stage_options
 from curate.words import CJK_CHAR, SPACELESS_RANGES, words
 
 TOP_NGRAMS = (2, 3, 4)
@@ -433,19 +434,34 @@ LABEL_TYPES: dict[str, pa.DataType] = {
 }
 
 
+@dataclass
+class HeuristicsConfig:
+    """The `heuristics:` section. The thresholds are not in it: they are run-wide (the
+    `thresholds:` section the rules read too) and reach the stage as `thresholds`."""
+
+    text_column: str = "text"
+
+    def __post_init__(self) -> None:
+        check_name("heuristics.text_column", self.text_column)
+
+
 class HeuristicsStage(Stage):
     """Adds every label of `LABEL_TYPES`; reads `text` and, when present, `lang`."""
 
     name = "heuristics"
 
-    def __init__(self, thresholds: Thresholds | dict | None = None, text_column: str = "text"):
-        if isinstance(thresholds, dict):
+    # `thresholds` stays the first positional argument, as callers have always passed it
+    # (`HeuristicsStage({...})`); the section comes by keyword (the registry passes `config=`).
+    def __init__(self, thresholds: Thresholds | Mapping[str, Any] | None = None, *,
+                 config: HeuristicsConfig | Mapping[str, Any] | None = None, **options: Any):
+        if isinstance(thresholds, Mapping):
             thresholds = Thresholds(**thresholds)
         self.thresholds = thresholds or DEFAULT_THRESHOLDS
-        self.text_column = text_column
+        self.config = stage_options(HeuristicsConfig, config, options, self.name)
 
     def process(self, table: pa.Table) -> pa.Table:
-        texts = table.column(self.text_column).to_pylist() if self.text_column in table.column_names else [""] * table.num_rows
+        column = self.config.text_column
+        texts = table.column(column).to_pylist() if column in table.column_names else [""] * table.num_rows
         langs = table.column("lang").to_pylist() if "lang" in table.column_names else [None] * table.num_rows
         rows = [document_labels(t or "", l, self.thresholds) for t, l in zip(texts, langs)]
         for name, type_ in LABEL_TYPES.items():

@@ -161,7 +161,8 @@ class _Build:
     def __call__(self):
         cls = _load(self.stage)
         if self.options:
-            return cls(from_mapping(_load(self.options), self.section, cls.name), **self.extra)
+            # By keyword: a stage may keep another argument first (heuristics: its thresholds).
+            return cls(config=from_mapping(_load(self.options), self.section, cls.name), **self.extra)
         return cls(**self.section, **self.extra)
 
 
@@ -174,8 +175,8 @@ STAGES: tuple[StageSpec, ...] = (
               labels={"charset_used": _STR}),
     StageSpec("langid", "curate.langid:LangIdStage", options="curate.langid:LangIdConfig", actor=True,
               labels={"lang": _STR, "lang_score": _FLOAT}, embedded={None: "curate.langid:default_model_path"}),
-    StageSpec("heuristics", "curate.heuristics:HeuristicsStage", labels="curate.heuristics:LABEL_TYPES",
-              run_settings={"thresholds": "heuristic_thresholds"}),
+    StageSpec("heuristics", "curate.heuristics:HeuristicsStage", options="curate.heuristics:HeuristicsConfig",
+              labels="curate.heuristics:LABEL_TYPES", run_settings={"thresholds": "heuristic_thresholds"}),
     StageSpec("clean_lines", "curate.clean_lines:CleanLinesStage", options="curate.clean_lines:CleanLinesConfig",
               labels={"lines_removed": _INT}),
     StageSpec("pii", "curate.pii:PiiStage", options="curate.pii:PiiConfig",

@@ -1,4 +1,4 @@
-"""The clean_lines / pii / sensitive sections are options dataclasses: parse_config names a bad
+"""The heuristics / clean_lines / pii / sensitive sections are options dataclasses: parse_config names a bad
 value or an unknown key in one line before Ray starts, and valid sections build the stages
 they built when the section was passed as keyword arguments."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from curate.clean_lines import DEFAULT_BOILERPLATE, CleanLinesConfig, CleanLinesStage
 from curate.config import CurateConfigError, default_config, merge_config, parse_config
+from curate.heuristics import DEFAULT_THRESHOLDS, HeuristicsConfig, HeuristicsStage, Thresholds
 from curate.pii import PiiConfig, PiiStage
 from curate.pipeline import run_settings
 from curate.registry import get_spec
@@ -49,6 +50,8 @@ def config_error(section: str, values: dict) -> str:
     ("sensitive", {"terms": {"en": "casino"}}, "sensitive.terms.en: expected a list of strings, got 'casino'"),
     ("sensitive", {"files": "words.txt"}, "sensitive.files: expected a list of non-empty strings, got 'words.txt'"),
     ("sensitive", {"text_column": None}, "sensitive.text_column: expected a non-empty string, got None"),
+    ("heuristics", {"text_column": 3}, "heuristics.text_column: expected a non-empty string, got 3"),
+    ("heuristics", {"text_column": ""}, "heuristics.text_column: expected a non-empty string, got ''"),
 ])
 def test_bad_value_is_one_line_naming_the_option(section, values, message):
     assert config_error(section, values) == message
@@ -59,6 +62,7 @@ def test_bad_value_is_one_line_naming_the_option(section, values, message):
     ("clean_lines", "min_words", "min_words_per_line"),
     ("pii", "text_col", "text_column"),
     ("sensitive", "term", "terms"),
+    ("heuristics", "text_colum", "text_column"),
 ])
 def test_unknown_key_is_one_line_naming_it(section, key, hint):
     message = config_error(section, {key: True})
@@ -113,6 +117,31 @@ def test_valid_section_builds_the_stage_keyword_construction_builds(tmp_path):
     assert (out["body"], out["pii_email_count"]) == ("mail <EMAIL>", 1)
 
 
+HEURISTICS_TEXT = ("The cat sat on the mat. It was a warm day and the cat was happy.\n"
+                   "Home\nHome\n- a list item\n- another one...\n{curly} lorem ipsum")
+
+
+def test_heuristics_default_section_builds_the_stage_keyword_construction_builds():
+    worker = build("heuristics", {})
+    assert worker.config == HeuristicsConfig(text_column="text")
+    # The default `thresholds:` section only adds rule constants, none of the label parameters.
+    assert worker.thresholds == DEFAULT_THRESHOLDS
+    table = pa.table({"id": ["a", "b"], "text": [HEURISTICS_TEXT, "短文本。"], "lang": ["en", "zh"]})
+    assert worker(table).to_pylist() == HeuristicsStage()(table).to_pylist()
+
+
+def test_heuristics_section_and_thresholds_reach_the_worker():
+    config = parse_config(merge_config({"heuristics": {"text_column": "body"},
+                                        "thresholds": {"fineweb_short_line_length": 4}}))
+    worker = get_spec("heuristics").factory(config.stages["heuristics"], run_settings(config))()
+    assert worker.config.text_column == "body"
+    assert worker.thresholds == Thresholds(fineweb_short_line_length=4)
+    table = pa.table({"id": ["a"], "text": ["ignored"], "body": [HEURISTICS_TEXT]})
+    direct = HeuristicsStage({"fineweb_short_line_length": 4}, text_column="body")(table).to_pylist()[0]
+    out = worker(table).to_pylist()[0]
+    assert out == direct and out["c4_lorem_ipsum"] and out["gopher_word_count"] > 1
+
+
 def test_null_keeps_meaning_off_as_before():
     clean = build("clean_lines", {"min_words_per_line": None, "max_word_length": None})
     long_word = "a" * 2000
@@ -125,7 +154,8 @@ def test_example_sections_build(path):
     from jobs.common import load_config
 
     config = parse_config(load_config(path, defaults=default_config()))
-    for key, options in (("clean_lines", CleanLinesConfig), ("pii", PiiConfig), ("sensitive", SensitiveConfig)):
+    for key, options in (("heuristics", HeuristicsConfig), ("clean_lines", CleanLinesConfig), ("pii", PiiConfig),
+                         ("sensitive", SensitiveConfig)):
         if config.enabled(key):
             assert isinstance(get_spec(key).factory(config.stages[key], run_settings(config))().config, options)
 
@@ -137,3 +167,7 @@ def test_direct_construction_runs_the_same_checks():
         PiiStage(mask_emails=True)
     with pytest.raises(TypeError, match="not both"):
         SensitiveStage(SensitiveConfig(), terms=["x"])
+    with pytest.raises(ValueError, match="^heuristics.text_column: expected a non-empty string, got 3$"):
+        HeuristicsStage(text_column=3)
+    with pytest.raises(OptionsError, match="^heuristics: unknown option 'text_colum'"):
+        HeuristicsStage(text_colum="body")
