@@ -184,7 +184,6 @@ CASES = {
 
 @pytest.mark.parametrize("stage", sorted(CASES))
 def test_two_workers_take_the_first_update_of_one_worker(ray_session, tiny_model_dir, tmp_path, stage):
-    from safetensors.torch import load_file
 
     from train.model_loading import load_tokenizer
 
@@ -204,15 +203,7 @@ def test_two_workers_take_the_first_update_of_one_worker(ray_session, tiny_model
     gradient_error = ((g2 - g1).norm() / g1.norm()).item()
 
     assert sorted(dual_weights) == sorted(single_weights)
-    weight_error = max((dual_weights[k] - single_weights[k]).abs().max().item() for k in single_weights)
-    # The update of every backbone weight (actor, and the separate critic of ppo), from the saved model.
-    initial = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
-    start = {k: initial[k.split(".", 1)[1]] for k in single_weights
-             if k.split(".", 1)[0] in ("actor", "critic") and k.split(".", 1)[1] in initial}
-    step1 = torch.cat([(single_weights[k] - start[k]).flatten() for k in sorted(start)])
-    step2 = torch.cat([(dual_weights[k] - start[k]).flatten() for k in sorted(start)])
-    update_error = ((step2 - step1).norm() / step1.norm()).item()
-    moved = step1.abs().max().item()
+    weight_error, update_error, moved = _first_update_errors(tiny_model_dir, single_weights, dual_weights)
     print(f"{stage}: gradient relative error {gradient_error:.2e}, update relative error {update_error:.2e}, "
           f"max weight difference {weight_error / LEARNING_RATE:.2e} x lr, moved up to {moved / LEARNING_RATE:.2f} x lr")
     assert g1.norm() > 0
@@ -222,13 +213,27 @@ def test_two_workers_take_the_first_update_of_one_worker(ray_session, tiny_model
     assert weight_error < 2e-2 * LEARNING_RATE, f"weights differ by up to {weight_error:.2e}"
 
 
+def _first_update_errors(tiny_model_dir, reference: dict, other: dict) -> tuple[float, float, float]:
+    """(largest weight difference, relative difference of the first update, largest weight move in
+    `reference`): the update of every backbone weight (actor, and the separate critic of ppo)
+    measured from the saved tiny model."""
+    from safetensors.torch import load_file
+
+    weight_error = max((other[k] - reference[k]).abs().max().item() for k in reference)
+    initial = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    start = {k: initial[k.split(".", 1)[1]] for k in reference
+             if k.split(".", 1)[0] in ("actor", "critic") and k.split(".", 1)[1] in initial}
+    step1 = torch.cat([(reference[k] - start[k]).flatten() for k in sorted(start)])
+    step2 = torch.cat([(other[k] - start[k]).flatten() for k in sorted(start)])
+    return weight_error, ((step2 - step1).norm() / step1.norm()).item(), step1.abs().max().item()
+
+
 @pytest.mark.parametrize("stage", sorted(CASES))
 def test_two_zero2_workers_take_the_first_update_of_one_plain_worker(ray_session, tiny_model_dir, tmp_path, stage):
     """`--deepspeed zero2`: DeepSpeed's engine reduce-scatters and averages the gradients instead of
     the loop's all-reduce, and each worker steps only its partition of AdamW's state; the weights
     after the first update match one plain worker's (tolerances as above). The gradients
     themselves stay inside the engine's partitions, so only the weights are compared."""
-    from safetensors.torch import load_file
 
     from train.model_loading import load_tokenizer
 
@@ -247,15 +252,9 @@ def test_two_zero2_workers_take_the_first_update_of_one_plain_worker(ray_session
     for rank in (0, 1):  # each worker wrote its own ZeRO partition of the optimizer state
         assert (zero_dir / "hf" / f"rank{rank}" / "checkpoint-1" / "checkpoint" / "deepspeed"
                 / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").is_file()
-    weight_error = max((zero_weights[k] - single_weights[k]).abs().max().item() for k in single_weights)
-    initial = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
-    start = {k: initial[k.split(".", 1)[1]] for k in single_weights
-             if k.split(".", 1)[0] in ("actor", "critic") and k.split(".", 1)[1] in initial}
-    step1 = torch.cat([(single_weights[k] - start[k]).flatten() for k in sorted(start)])
-    step2 = torch.cat([(zero_weights[k] - start[k]).flatten() for k in sorted(start)])
-    update_error = ((step2 - step1).norm() / step1.norm()).item()
+    weight_error, update_error, moved = _first_update_errors(tiny_model_dir, single_weights, zero_weights)
     print(f"{stage} zero2: update relative error {update_error:.2e}, max weight difference "
           f"{weight_error / LEARNING_RATE:.2e} x lr")
-    assert step1.abs().max().item() > 0.5 * LEARNING_RATE
+    assert moved > 0.5 * LEARNING_RATE
     assert update_error < 1e-3, f"2 ZeRO-2 workers' update differs from 1 worker's by {update_error:.2e} (relative)"
     assert weight_error < 2e-2 * LEARNING_RATE, f"weights differ by up to {weight_error:.2e}"
