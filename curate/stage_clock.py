@@ -6,18 +6,23 @@ The staging area is where the workers write the Parquet outputs, so every worker
 A Ray actor did this before: one more Python process to start beside the pipeline's (~1 s of
 CPU on a one-core job, issue 18), and one more thing pinned to the driver's node.
 
-Lines are flushed as they are written: a process that Ray ends without running its
-destructors (an actor pool's workers at the end of the run) has left them all on disk.
+One file per process, however many copies of the clock it deserializes (Ray Data ships a
+task's callable with every task: a long run would otherwise leave a file per block). Lines are
+flushed as they are written: a process that Ray ends without running its destructors (an
+actor pool's workers at the end of the run) has left them all on disk.
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
+
+# This process's open file in each clock directory (shared by every copy of the clock here).
+_FILES: dict[str, TextIO] = {}
 
 
 @dataclass
@@ -28,25 +33,20 @@ class ClockReading:
 
 
 class StageClock:
-    """Picklable: each copy (one per Ray process) writes its own file in `directory`."""
+    """Picklable (a directory name): every process that holds a copy writes its own file there."""
 
     def __init__(self, directory: str | Path):
         self.directory = str(directory)
-        self._file = None
-
-    def __getstate__(self) -> dict:
-        return {"directory": self.directory}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["directory"])
 
     def _write(self, record: dict) -> None:
-        if self._file is None:
+        handle = _FILES.get(self.directory)
+        if handle is None:
             os.makedirs(self.directory, exist_ok=True)
-            name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            self._file = open(os.path.join(self.directory, name), "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+            name = f"{socket.gethostname()}-{os.getpid()}.jsonl"
+            handle = _FILES[self.directory] = open(os.path.join(self.directory, name), "a",  # noqa: SIM115
+                                                   encoding="utf-8")  # kept open for the process's life
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
 
     def add(self, seconds: dict[str, float], started: float | None = None) -> None:
         """One batch: seconds per stage, and the wall-clock time the batch started."""
