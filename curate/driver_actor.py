@@ -1,10 +1,10 @@
 """Helper actors that live on the driver's node.
 
-The curate job keeps two small bookkeeping actors (the stage clock, the ppl_bucket cutoff
-recorder). Left to Ray's scheduler they can land on any worker node, and when that node
-leaves mid-run the job that would otherwise finish on the remaining nodes dies with
-ActorDiedError at its last step. The driver's node lives exactly as long as the job, so the
-actors are pinned there (hard affinity: the driver's node is always alive while it asks).
+The curate job keeps one small bookkeeping actor, the ppl_bucket cutoff recorder (the stage
+clock is files: curate.stage_clock). Left to Ray's scheduler it can land on any worker node,
+and when that node leaves mid-run the job that would otherwise finish on the remaining nodes
+dies with ActorDiedError at its last step. The driver's node lives exactly as long as the job,
+so the actor is pinned there (hard affinity: the driver's node is always alive while it asks).
 """
 from __future__ import annotations
 

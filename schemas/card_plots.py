@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.raster_chart import Chart, Margins, row_span
+from schemas.raster_chart import Chart, Margins, row_span, text_width
 
 MAX_NUMERIC_PLOTS = 16
 MAX_CATEGORICAL_PLOTS = 6
@@ -83,9 +83,8 @@ def funnel_png(funnel: pa.Table, drops: pa.Table, path: Path) -> Path:
     colors = {r: REASON_COLORS[i % len(REASON_COLORS)] for i, r in enumerate(reasons)}
     names = [_short(s["stage"]) for s in stages]
     legend = [("kept", KEPT_COLOR)] + [(_short(r), colors[r]) for r in reasons]
-    probe = Chart(1, 1)
-    left = 14 + int(max([probe.text_width(n) for n in names] + [40]))
-    right = 24 + int(max(probe.text_width(label, 10) for label, _ in legend)) + 16
+    left = 14 + int(max([text_width(n) for n in names] + [40]))
+    right = 24 + int(max(text_width(label, 10) for label, _ in legend)) + 16
     height = 80 + 34 * max(len(stages), 1)
     chart = Chart(640 + left + right, max(height, 50 + 15 * len(legend)),
                   "Funnel: rows kept and dropped (by reason) per stage", Margins(left=left, right=right, bottom=36))
@@ -148,8 +147,7 @@ def histogram_png(histograms: pa.Table, stats: pa.Table, column: str, path: Path
 def top_values_png(top_values: pa.Table, column: str, path: Path, split: str = "kept", k: int = 15) -> Path:
     rows = _rows(top_values, split=split, column=column)[:k]
     labels = [_short(r["value"]) for r in rows]
-    probe = Chart(1, 1)
-    left = 14 + int(max([probe.text_width(label, 10) for label in labels] + [30]))
+    left = 14 + int(max([text_width(label, 10) for label in labels] + [30]))
     chart = Chart(max(520, left + 360), 70 + 22 * max(len(rows), 1), f"{column} ({split}, top {len(rows)})",
                   Margins(left=left, bottom=36))
     chart.x_range(0, max([r["count"] for r in rows] + [1]) * 1.05)

@@ -34,6 +34,11 @@ def font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def text_width(value: str, size: int = FONT_SIZE) -> float:
+    """Width in pixels of `value` drawn at `size` (for laying out margins before drawing)."""
+    return font(size).getlength(value)
+
+
 def compact_number(value: float) -> str:
     """Tick label of at most ~5 characters: 950, 12.5k, 1.2M, 0.25."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -126,9 +131,6 @@ class Chart:
              fill: str = INK) -> None:
         self.draw.text(xy, value, font=font(size), fill=fill, anchor=anchor)
 
-    def text_width(self, value: str, size: int = FONT_SIZE) -> float:
-        return self.draw.textlength(value, font=font(size))
-
     def rect(self, x_lo: float, x_hi: float, y_lo: float, y_hi: float, color: str,
              edge: str | None = None) -> None:
         """A box in data coordinates (at least one pixel wide and tall where it is non-empty)."""
@@ -196,7 +198,7 @@ class Chart:
             self.draw.line((x0 - 5, y, x0, y), fill=INK)
             self.text((x0 - 7, y), formatter(value), size=SMALL_SIZE, anchor="rm")
         if label:  # written upwards along the axis, as on most charts
-            width = int(self.text_width(label, SMALL_SIZE)) + 2
+            width = int(text_width(label, SMALL_SIZE)) + 2
             tile = Image.new("RGB", (width, SMALL_SIZE + 4), BACKGROUND)
             ImageDraw.Draw(tile).text((1, 1), label, font=font(SMALL_SIZE), fill=INK)
             self.image.paste(tile.rotate(90, expand=True), (3, int((self.box[1] + self.box[3] - width) / 2)))
@@ -215,7 +217,7 @@ class Chart:
         if not items:
             return
         size, line, swatch = SMALL_SIZE, SMALL_SIZE + 5, 10
-        width = swatch + 6 + max(self.text_width(item[0], size) for item in items)
+        width = swatch + 6 + max(text_width(item[0], size) for item in items)
         x0, y0, x1, _ = self.box
         if origin is not None:
             left, top = origin
