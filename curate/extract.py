@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from schemas.options import from_mapping
-from curate.stage import DROP_REASON, DROP_STAGE, Stage, active_mask
+from curate.stage import DROP_REASON, DROP_STAGE, Stage, active_mask, check_strings
 from schemas.records import DOCUMENT
 
 # Columns of raw_page that do not travel into documents: payload and headers are
@@ -116,8 +116,7 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.fast not in (True, False, FAST_AUTO):
             raise ValueError(f"extract.fast: expected true, false or {FAST_AUTO!r}, got {self.fast!r}")
-        if not isinstance(self.prune_tags, list) or not all(isinstance(t, str) and t for t in self.prune_tags):
-            raise ValueError(f"extract.prune_tags: expected a list of tag names, got {self.prune_tags!r}")
+        check_strings("extract.prune_tags", self.prune_tags, non_empty=True)
 
 
 # Han, kana, Hangul: pages written in these keep trafilatura's full cascade under fast=auto.
