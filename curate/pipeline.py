@@ -43,6 +43,9 @@ DEFAULT_OUTPUT = "output/curate"
 OUTPUT_COLUMN = "_output"  # partition column: "data" or "dropped"; not stored in the files
 # Heavy columns that never go into the outputs.
 DROP_FROM_OUTPUT = ("raw", "http_headers")
+# Output block bound when a single worker reads inside its pipeline actor (~350 documents of
+# the shared web crawl): the writer streams behind the actor, the actor's memory stays flat.
+FUSED_BLOCK_BYTES = 4 * 2**20
 
 
 # ---------------------------------------------------------------- stage construction
@@ -217,13 +220,22 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
     task_cpus = config.runtime.task_cpus
     workers = config.runtime.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     batch_size = config.runtime.batch_size
-    # One read task per file yields few large blocks; cut them to batch-sized blocks
-    # (streaming, no shuffle) so every actor gets work even from a single WARC file.
-    # (Reading inside the actors instead, fused into the pool, was measured too: Ray then
-    # bundles batch_size file paths into one actor call, so 8 files fed one of 2 actors:
-    # bench/bench_curate_throughput.py, 2 workers 50 pages/s against 87 with this layout.)
-    ds, family = read_inputs(inputs, config.read, num_cpus=task_cpus)
-    ds = _repartition_rows(ds, batch_size, task_cpus)
+    first_segment_actor = _first_segment_needs_actor(plan)
+    # One worker: the read runs inside the first segment's pool (Ray Data fuses a task map into
+    # the next map when their resource requests are equal). Nothing can run beside a single
+    # actor anyway, and a separate read task costs a Python worker process, whose start waits
+    # behind the pool's and Ray Data's own actors (Ray starts workers one at a time per CPU),
+    # plus a round trip of every raw page through the object store.
+    # More workers: one read task per file yields few large blocks; they are cut to
+    # batch-sized blocks (streaming, no shuffle) so every actor gets work even from a single
+    # WARC file. (Fused reading was measured there too: Ray then bundles batch_size file paths
+    # into one actor call, so 8 files fed one of 2 actors: bench/bench_curate_throughput.py,
+    # 2 workers 50 pages/s against 87 with this layout.)
+    fuse_read = workers == 1 and first_segment_actor is not None
+    read_args = _segment_args(config, first_segment_actor) if fuse_read else {"num_cpus": task_cpus}
+    ds, family = read_inputs(inputs, config.read, ray_remote_args=read_args)
+    if not fuse_read:
+        ds = _repartition_rows(ds, batch_size, task_cpus)
     segment: list[tuple[str, Callable, bool]] = []
 
     def flush(ds):
@@ -233,13 +245,10 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
         if any(actor for _, _, actor in segment):
             ds = ds.map_batches(ChainActor, fn_constructor_kwargs={"factories": factories, "clock": clock},
                                 batch_size=batch_size, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=config.runtime.actor_cpus,
-                                # One actor per node before two on one: the model stages' CPU
-                                # work spreads over the cluster instead of packing the head node.
-                                scheduling_strategy="SPREAD")
+                                compute=ray.data.ActorPoolStrategy(size=workers), **_segment_args(config, True))
         else:
             ds = ds.map_batches(ChainTask(factories, clock), batch_size=batch_size, batch_format="pyarrow",
-                                num_cpus=task_cpus)
+                                **_segment_args(config, False))
         segment.clear()
         return ds
 
@@ -253,7 +262,33 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
     ds = flush(ds)
     ds = ds.map_batches(finalize_batch, fn_kwargs={"types": _known_types()}, batch_format="pyarrow",
                         num_cpus=task_cpus)
+    if fuse_read:
+        # One task then reads and processes a whole file, and Ray Data hands a task's output on
+        # in blocks of target_max_block_size (128 MiB by default): the writer would see nothing
+        # until then and the actor would hold that much text. Smaller blocks keep it streaming.
+        ds.context.target_max_block_size = min(ds.context.target_max_block_size or FUSED_BLOCK_BYTES,
+                                               FUSED_BLOCK_BYTES)
     return _cap_inflight_memory(ds, config.runtime.inflight_mb_per_worker, workers), family
+
+
+def _first_segment_needs_actor(plan) -> bool | None:
+    """Whether the per-row stages before the first global stage run in an actor pool;
+    None when the plan starts with a global stage (or has no per-row stage)."""
+    needs = None
+    for _, factory, needs_actor in plan:
+        if factory is None:
+            break
+        needs = bool(needs) or needs_actor
+    return needs
+
+
+def _segment_args(config: CurateConfig, actor: bool) -> dict:
+    """Ray resource arguments of a fused per-row segment (and of a read fused into it)."""
+    if actor:
+        # One actor per node before two on one: the model stages' CPU work spreads over
+        # the cluster instead of packing the head node.
+        return {"num_cpus": config.runtime.actor_cpus, "scheduling_strategy": "SPREAD"}
+    return {"num_cpus": config.runtime.task_cpus}
 
 
 def _cap_inflight_memory(ds, mb_per_worker: int | None, workers: int):

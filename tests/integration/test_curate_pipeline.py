@@ -166,8 +166,9 @@ def _cpu_asks(ds) -> dict[str, float]:
 
 def test_plan_fits_small_clusters(tmp_path, ray_session):
     # Every operator asks for a fraction of a CPU, so the actors, one read and one write
-    # task fit even on a 1-CPU cluster (a whole-CPU task there would wait forever); the
-    # read is cut into batch-sized blocks so that every actor gets work.
+    # task fit even on a 1-CPU cluster (a whole-CPU task there would wait forever). With
+    # several workers the read is cut into batch-sized blocks so that every actor gets work;
+    # with one, the read asks for what the actor asks, so Ray Data fuses it into the actor.
     import ray
 
     from curate.pipeline import build_dataset
@@ -178,14 +179,46 @@ def test_plan_fits_small_clusters(tmp_path, ray_session):
     for workers in (1, 2):
         ds, _ = build_dataset(parse_config(merge_config({**base, "runtime": {"workers": workers}})), [str(crawl)])
         asks = _cpu_asks(ds)
-        assert any("StreamingRepartition" in n for n in asks), asks
         actor = next(v for n, v in asks.items() if "ChainActor" in n)
-        others = [v for n, v in asks.items() if "ChainActor" not in n]
-        assert workers * actor + 2 * max(others) <= workers, asks
+        read = asks["MapBatches(_ReadFiles)"]
+        if workers == 1:
+            assert not any("StreamingRepartition" in n for n in asks), asks
+            assert read == actor, asks
+            tasks = [v for n, v in asks.items() if "ChainActor" not in n and "_ReadFiles" not in n]
+            assert actor + 2 * max(tasks) <= 1, asks
+            assert len(ds.take_all()) == 3
+            assert "MapBatches(_ReadFiles)->MapBatches(ChainActor)" in ds.stats(), ds.stats()
+        else:
+            assert any("StreamingRepartition" in n for n in asks), asks
+            others = [v for n, v in asks.items() if "ChainActor" not in n]
+            assert workers * actor + 2 * max(others) <= workers, asks
         # In-flight blocks are capped for this dataset only (the reader would outrun extraction).
         assert ds.context.execution_options.resource_limits.object_store_memory == workers * 64 * 2**20
     assert ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory != 128 * 2**20
     assert len(ds.take_all()) == 3
+
+
+def test_one_worker_streams_output_in_bounded_blocks(tmp_path, ray_session, monkeypatch):
+    # One worker reads inside its actor: one task then handles the whole file, and its output
+    # must still reach the writer in blocks of at most FUSED_BLOCK_BYTES (here ~4 documents),
+    # not in one block at the task's end. Every row is written once.
+    import curate.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "FUSED_BLOCK_BYTES", 4 * 1024)
+    rng = random.Random(7)
+    pages = ["<html><body><article>" + "".join(f"<p>{p}</p>" for p in paragraphs(rng, "en", 6)) + "</article></body></html>"
+             for _ in range(40)]
+    crawl = write_warc(tmp_path / "c.warc", [WarcRecord(f"https://a.example/{i}", page.encode()) for i, page in enumerate(pages)])
+    # No global stage (dedup, the perplexity buckets' barrier): the writer follows the actor.
+    config = parse_config(merge_config({"dedup": {"enabled": False}, "perplexity": {"enabled": False},
+                                        "runtime": {"workers": 1}}))
+    summary = run_curate(config, [str(crawl)], tmp_path / "out", write_card=False)
+    files = sorted((tmp_path / "out" / "data").glob("*.parquet"))
+    rows = [pq.read_metadata(f).num_rows for f in files]
+    assert summary["rows_in"] == 40 and sum(rows) == summary["kept"] > 0
+    assert len(files) > 3 and max(rows) < summary["kept"], rows
+    ids = pads.dataset([str(f) for f in files]).to_table(columns=["id"]).column("id").to_pylist()
+    assert len(set(ids)) == len(ids)
 
 
 def _f1(pred: str, gold: str) -> float:
