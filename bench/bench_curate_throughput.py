@@ -39,7 +39,7 @@ extra seconds, so Ray start-up, actor start, model load and filling/draining the
 cancel out (CPU seconds of every process of the tree likewise). The loops run one
 warm-up pass first. Variants run round-robin --repeat times; each reports its best run.
 - memory: the default job path (run_curate, Parquet output, dedup off) on --memory-pages
-  and 10x as many pages (8 files each) with 2 workers on 2 cores; peak of the summed PSS of
+  and 10x as many pages (8 files each) with --memory-workers workers (2) on as many cores; peak of the summed PSS of
   the driver and every Ray process (sampled every 0.2 s), so shared memory (the object
   store) is counted once. The base must be past warm-up: with only ~65 pages per file a
   reader never fills one table, and the base run then understates the steady state.
@@ -447,6 +447,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--pages", type=int, default=2070, help="pages for the throughput runs (>= 2000)")
     parser.add_argument("--memory-pages", type=int, default=2070, help="pages of the memory run's 1x input")
+    parser.add_argument("--memory-workers", type=int, default=2,
+                        help="pipeline workers of the memory run (1 reads inside the actor: its own layout)")
     parser.add_argument("--repeat", type=int, default=1, help="round-robin repeats of each throughput variant")
     parser.add_argument("--only", default="bare,inproc,core1,core1_free,all1,core2,memory",
                         help="comma-separated parts to (re)run; results of other parts are kept")
@@ -519,7 +521,8 @@ def main() -> None:
             mem = {}
             for name, n in (("1x", base), ("10x", base * 10)):
                 path = write_crawl(args.shared, n, Path(tmp) / f"mem-{name}", files=FILES)
-                mem[name] = run_child(["memory", str(path), "2"], [0, 1])
+                workers = args.memory_workers
+                mem[name] = run_child(["memory", str(path), str(workers)], list(range(min(workers, os.cpu_count() or 1))))
                 shutil.rmtree(path)
                 print("memory", name, mem[name], flush=True)
             mem["growth"] = round(mem["10x"]["peak_pss_mib"] / mem["1x"]["peak_pss_mib"], 3)

@@ -6,6 +6,10 @@ Execution plan (one streaming pass over the input)
   fastText LID, the perplexity LM) runs in an actor pool, so the model loads once per
   actor and the cheap stages ride along without an extra hand-off; other segments run
   as tasks.
+- Reading: one task per file. With several workers the read tasks cut their output into
+  batch-sized blocks so every actor gets work; with one worker the read runs inside that
+  actor (see build_dataset). Read and write tasks run a few at a time (io_task_limit):
+  each task slot is a Python worker process to start.
 - A last map tags each row `data` (kept, checked against the `document` schema) or
   `dropped`, and one `write_parquet(partition_cols=...)` writes both outputs; the two
   partition directories become `data/` and `dropped/`.
@@ -18,6 +22,7 @@ The driver never holds rows; it reads back two string columns in streaming batch
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections import defaultdict
@@ -43,6 +48,8 @@ DEFAULT_OUTPUT = "output/curate"
 OUTPUT_COLUMN = "_output"  # partition column: "data" or "dropped"; not stored in the files
 # Heavy columns that never go into the outputs.
 DROP_FROM_OUTPUT = ("raw", "http_headers")
+# Pipeline actors one read task (and one write task) serves; see io_task_limit.
+ACTORS_PER_IO_TASK = 8
 # Output block bound when a single worker reads inside its pipeline actor (~350 documents of
 # the shared web crawl): the writer streams behind the actor, the actor's memory stays flat.
 FUSED_BLOCK_BYTES = 4 * 2**20
@@ -218,7 +225,8 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
 
     plan = plan or check_stages(config)
     task_cpus = config.runtime.task_cpus
-    workers = config.runtime.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    workers = pipeline_workers(config)
+    io_tasks = io_task_limit(workers)
     batch_size = config.runtime.batch_size
     first_segment_actor = _first_segment_needs_actor(plan)
     # One worker: the read runs inside the first segment's pool (Ray Data fuses a task map into
@@ -233,9 +241,9 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
     # 2 workers 50 pages/s against 87 with this layout.)
     fuse_read = workers == 1 and first_segment_actor is not None
     read_args = _segment_args(config, first_segment_actor) if fuse_read else {"num_cpus": task_cpus}
-    ds, family = read_inputs(inputs, config.read, ray_remote_args=read_args)
+    ds, family = read_inputs(inputs, config.read, ray_remote_args=read_args, max_tasks=io_tasks)
     if not fuse_read:
-        ds = _repartition_rows(ds, batch_size, task_cpus)
+        ds = _repartition_rows(ds, batch_size, task_cpus, io_tasks)
     segment: list[tuple[str, Callable, bool]] = []
 
     def flush(ds):
@@ -260,8 +268,9 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
             continue  # documents from JSONL/Parquet have text already
         segment.append((name, factory, needs_actor))
     ds = flush(ds)
+    # The same task cap as the writer's, so that Ray Data fuses the two into one task.
     ds = ds.map_batches(finalize_batch, fn_kwargs={"types": _known_types()}, batch_format="pyarrow",
-                        num_cpus=task_cpus)
+                        num_cpus=task_cpus, compute=ray.data.TaskPoolStrategy(size=io_tasks))
     if fuse_read:
         # One task then reads and processes a whole file, and Ray Data hands a task's output on
         # in blocks of target_max_block_size (128 MiB by default): the writer would see nothing
@@ -269,6 +278,25 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
         ds.context.target_max_block_size = min(ds.context.target_max_block_size or FUSED_BLOCK_BYTES,
                                                FUSED_BLOCK_BYTES)
     return _cap_inflight_memory(ds, config.runtime.inflight_mb_per_worker, workers), family
+
+
+def pipeline_workers(config: CurateConfig) -> int:
+    """Pipeline actors of a run: runtime.workers, else one per CPU of the cluster."""
+    import ray
+
+    return config.runtime.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def io_task_limit(workers: int) -> int:
+    """Read (and write) tasks that may run at once for `workers` pipeline actors.
+
+    One read task parses a WARC ~35x faster than an actor extracts it (1,800 pages: 1.3 s
+    against ~45 s), so a few keep every actor fed. Without a cap Ray Data starts a task per
+    free CPU fraction, each in a Python worker of its own whose start-up (~1.3 s of CPU:
+    Ray, Ray Data, pandas, our modules) is taken from the actors: 2 workers on 8 files
+    started 5 task workers where 2 do.
+    """
+    return max(1, math.ceil(workers / ACTORS_PER_IO_TASK))
 
 
 def _first_segment_needs_actor(plan) -> bool | None:
@@ -301,18 +329,24 @@ def _cap_inflight_memory(ds, mb_per_worker: int | None, workers: int):
     return ds
 
 
-def _repartition_rows(ds, rows: int, num_cpus: float):
-    """`ds.repartition(target_num_rows_per_block=rows)` whose tasks ask for `num_cpus`.
+def _repartition_rows(ds, rows: int, num_cpus: float, max_tasks: int):
+    """`ds.repartition(target_num_rows_per_block=rows)` whose tasks ask for `num_cpus` and
+    run `max_tasks` at most at once, like the read tasks before it.
 
-    The public call has no resource argument and asks for a whole CPU per task: it then
-    cannot fuse with the (fractional) read task, and on a 1-CPU cluster it never gets a
-    CPU beside the actors, so the job hangs. The logical operator keeps its remote args
-    in a plain dict; set the fraction there (skipped if a Ray release moves the field).
+    The public call has neither argument: its tasks ask for a whole CPU, so on a 1-CPU cluster
+    they never get one beside the actors (the job hangs), and with other resources or another
+    task cap than the read's, Ray Data does not fuse it into the read (a task pool of its own,
+    more worker processes). The logical operator keeps both in plain fields; set them there
+    (skipped, with a warning, if a Ray release moves them).
     """
+    import ray
+
     out = ds.repartition(target_num_rows_per_block=rows)
-    args = getattr(getattr(getattr(out, "_logical_plan", None), "dag", None), "ray_remote_args", None)
-    if isinstance(args, dict):
+    op = getattr(getattr(out, "_logical_plan", None), "dag", None)
+    args = getattr(op, "ray_remote_args", None)
+    if isinstance(args, dict) and isinstance(getattr(op, "compute", None), ray.data.TaskPoolStrategy):
         args["num_cpus"] = num_cpus
+        object.__setattr__(op, "compute", ray.data.TaskPoolStrategy(size=max_tasks))  # a frozen dataclass
     else:
         log.warning("ray.data internals changed: the repartition step asks for a whole CPU "
                     "(a 1-CPU cluster may hang; give it 2 or more CPUs)")
@@ -374,7 +408,7 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
         staging = out.root / "_staging"
         clock = StageClock(out.root / "_clock")
         ds, family = build_dataset(config, inputs, plan, clock)
-        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN],
+        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN], concurrency=io_task_limit(pipeline_workers(config)),
                          ray_remote_args={"num_cpus": config.runtime.task_cpus})
         for part in ("data", "dropped"):
             written = staging / f"{OUTPUT_COLUMN}={part}"

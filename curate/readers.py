@@ -476,12 +476,13 @@ def _check_one_family(files: list[Path]) -> str:
 
 # ---------------------------------------------------------------- Ray Data
 
-def read_inputs(paths, config: ReadConfig | dict | None = None, ray_remote_args: dict | None = None):
+def read_inputs(paths, config: ReadConfig | dict | None = None, ray_remote_args: dict | None = None,
+                max_tasks: int | None = None):
     """A `ray.data.Dataset` over all inputs, one read task per file, streaming its batches.
 
     `ray_remote_args`: resources of the read tasks (Ray's default, one CPU, when None); equal
     to the next map's, Ray Data fuses the read into that map (curate.pipeline does so for a
-    single worker).
+    single worker). `max_tasks`: read tasks at most at once (None: as many as fit).
     Returns (dataset, family) where family is 'raw_page' or 'document'.
     """
     import ray
@@ -493,7 +494,7 @@ def read_inputs(paths, config: ReadConfig | dict | None = None, ray_remote_args:
     items = [{"path": str(f)} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(_ReadFiles(cfg), batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
-                        **(ray_remote_args or {}))
+                        compute=ray.data.TaskPoolStrategy(size=max_tasks), **(ray_remote_args or {}))
     return ds, family
 
 

@@ -196,6 +196,9 @@ def test_plan_fits_small_clusters(tmp_path, ray_session):
         assert ds.context.execution_options.resource_limits.object_store_memory == workers * 64 * 2**20
     assert ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory != 128 * 2**20
     assert len(ds.take_all()) == 3
+    # The cut into blocks runs in the read tasks (same resources, same task cap): no task pool,
+    # and no worker processes, of its own.
+    assert "MapBatches(_ReadFiles)->StreamingRepartition" in ds.stats(), ds.stats()
 
 
 def test_one_worker_streams_output_in_bounded_blocks(tmp_path, ray_session, monkeypatch):
