@@ -1,7 +1,7 @@
 """Peer benchmark: raymill's curate job against datatrove on the same WARC, side by side.
 
     python bench/peers/datatrove_bench.py [--shared ../shared/data] [--copies 20] [--repeat 2]
-                                          [--venv /tmp/raymill-datatrove-venv] [--only 1core,2workers]
+                                          [--venv /tmp/raymill-datatrove-venv] [--only 1core,1core_side_by_side,2workers]
                                           [--raymill-args "extract.fast=true ..."]
 
 What it does
@@ -16,6 +16,8 @@ What it does
   * 1core: `taskset -c 0`; raymill `runtime.workers=1 runtime.num_cpus=1`, datatrove 1 task.
   * 2workers: `taskset -c 0,1`; raymill `runtime.workers=2 runtime.num_cpus=2`, datatrove
     2 tasks on 2 workers.
+  * 1core_side_by_side: as 1core, but both at once, raymill on one core and datatrove on the
+    other (swapped every repetition): the machine's drift hits both within the same seconds.
   raymill runs `jobs/curate.py` on its default config with `dedup.enabled=false` (datatrove's
   pipeline has no dedup step); datatrove runs WarcReader -> URLFilter -> Trafilatura
   (favour_precision, deduplicate=False: trafilatura's own cache would drop the replicated
@@ -168,11 +170,11 @@ def _cores(workers: int) -> str:
     return "0" if workers == 1 else ",".join(str(c) for c in range(min(workers, os.cpu_count() or 1)))
 
 
-def run_raymill(inputs: Path, out: Path, workers: int, extra: list[str]) -> dict:
+def run_raymill(inputs: Path, out: Path, workers: int, extra: list[str], cores: str | None = None) -> dict:
     import pyarrow.dataset as pads
 
     shutil.rmtree(out, ignore_errors=True)
-    cmd = ["taskset", "-c", _cores(workers), sys.executable, str(REPO / "jobs" / "curate.py"),
+    cmd = ["taskset", "-c", cores or _cores(workers), sys.executable, str(REPO / "jobs" / "curate.py"),
            "--input", str(inputs), "--output", str(out), "--json", f"runtime.workers={workers}",
            f"runtime.num_cpus={workers}", "dedup.enabled=false", *extra]
     load = os.getloadavg()[0]
@@ -189,11 +191,11 @@ def run_raymill(inputs: Path, out: Path, workers: int, extra: list[str]) -> dict
             "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
-def run_datatrove(python: Path, inputs: Path, out: Path, workers: int) -> dict:
+def run_datatrove(python: Path, inputs: Path, out: Path, workers: int, cores: str | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     args = {"input": str(inputs), "output": str(out / "kept"), "logs": str(out / "logs"), "tasks": workers,
             "languages": KEPT_LANGUAGES}
-    cmd = ["taskset", "-c", _cores(workers), str(python), "-c", DATATROVE_CHILD, json.dumps(args)]
+    cmd = ["taskset", "-c", cores or _cores(workers), str(python), "-c", DATATROVE_CHILD, json.dumps(args)]
     load = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
@@ -205,6 +207,19 @@ def run_datatrove(python: Path, inputs: Path, out: Path, workers: int) -> dict:
     return {"e2e_seconds": round(e2e, 2), "job_seconds": round(result["job_seconds"], 2),
             "kept": len(result["kept_urls"]), "kept_urls": result["kept_urls"], "load_1min_before": round(load, 2),
             "load_1min_after": round(os.getloadavg()[0], 2)}
+
+
+def run_side_by_side(python: Path, inputs: Path, root: Path, extra: list[str], swap: bool) -> tuple[dict, dict]:
+    """Both tools at once, each pinned to a core of its own (swapped every other repetition):
+    whatever the machine's speed does meanwhile, it does to both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ours_core, theirs_core = ("1", "0") if swap else ("0", "1")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ours = pool.submit(run_raymill, inputs, root / "out-raymill", 1, extra, ours_core)
+        theirs = pool.submit(run_datatrove, python, inputs, root / "out-datatrove", 1, theirs_core)
+        r_ours, r_theirs = ours.result(), theirs.result()
+    return {**r_ours, "core": ours_core}, {**r_theirs, "core": theirs_core}
 
 
 def jaccard(a: list[str], b: list[str]) -> float:
@@ -284,7 +299,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=20, help="replications of the 90 pages (20 = 1,800 records)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
-    parser.add_argument("--only", default="1core,2workers")
+    parser.add_argument("--only", default="1core,1core_side_by_side,2workers")
     parser.add_argument("--raymill-args", default="", help="extra key=value overrides for jobs/curate.py")
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args()
@@ -299,11 +314,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raymill-vs-datatrove-") as tmp:
         root = Path(tmp)
         one, many, pages = write_inputs(args.shared, args.copies, root / "input")
-        plan = {"1core": (one, 1), "2workers": (many, 2)}
+        plan = {"1core": (one, 1), "1core_side_by_side": (one, 1), "2workers": (many, 2)}
         runs: dict[str, tuple[list, list]] = {name: ([], []) for name in args.only.split(",")}
         for rep in range(args.repeat):
             for name, (ours, theirs) in runs.items():
                 inputs, workers = plan[name]
+                if name == "1core_side_by_side":
+                    r_ours, r_theirs = run_side_by_side(python, inputs, root, extra, swap=rep % 2 == 1)
+                    ours.append(r_ours)
+                    theirs.append(r_theirs)
+                    for tool, r in (("raymill", r_ours), ("datatrove", r_theirs)):
+                        print(f"{name} {tool} run {rep + 1} (core {r['core']}): e2e {r['e2e_seconds']} s, "
+                              f"job {r['job_seconds']} s, kept {r['kept']}", flush=True)
+                    continue
                 # Alternate which tool goes first, so neither always runs on the warmer cache.
                 order = (("raymill", "datatrove") if rep % 2 == 0 else ("datatrove", "raymill"))
                 for tool in order:
