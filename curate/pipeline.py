@@ -228,8 +228,7 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
     workers = pipeline_workers(config)
     io_tasks = io_task_limit(workers)
     batch_size = config.runtime.batch_size
-    first_segment_actor = _first_segment_needs_actor(plan)
-    # One worker: the read runs inside the first segment's pool (Ray Data fuses a task map into
+    # One worker: the read runs inside the first segment's actor (Ray Data fuses a task map into
     # the next map when their resource requests are equal). Nothing can run beside a single
     # actor anyway, and a separate read task costs a Python worker process, whose start waits
     # behind the pool's and Ray Data's own actors (Ray starts workers one at a time per CPU),
@@ -239,8 +238,8 @@ def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | N
     # WARC file. (Fused reading was measured there too: Ray then bundles batch_size file paths
     # into one actor call, so 8 files fed one of 2 actors: bench/bench_curate_throughput.py,
     # 2 workers 50 pages/s against 87 with this layout.)
-    fuse_read = workers == 1 and first_segment_actor is not None
-    read_args = _segment_args(config, first_segment_actor) if fuse_read else {"num_cpus": task_cpus}
+    fuse_read = workers == 1 and _first_segment_needs_actor(plan)
+    read_args = _segment_args(config, actor=True) if fuse_read else {"num_cpus": task_cpus}
     ds, family = read_inputs(inputs, config.read, ray_remote_args=read_args, max_tasks=io_tasks)
     if not fuse_read:
         ds = _repartition_rows(ds, batch_size, task_cpus, io_tasks)
@@ -299,15 +298,14 @@ def io_task_limit(workers: int) -> int:
     return max(1, math.ceil(workers / ACTORS_PER_IO_TASK))
 
 
-def _first_segment_needs_actor(plan) -> bool | None:
-    """Whether the per-row stages before the first global stage run in an actor pool;
-    None when the plan starts with a global stage (or has no per-row stage)."""
-    needs = None
+def _first_segment_needs_actor(plan) -> bool:
+    """Whether the per-row stages before the first global stage run in an actor pool."""
     for _, factory, needs_actor in plan:
         if factory is None:
-            break
-        needs = bool(needs) or needs_actor
-    return needs
+            return False
+        if needs_actor:
+            return True
+    return False
 
 
 def _segment_args(config: CurateConfig, actor: bool) -> dict:
@@ -408,7 +406,8 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
         staging = out.root / "_staging"
         clock = StageClock(out.root / "_clock")
         ds, family = build_dataset(config, inputs, plan, clock)
-        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN], concurrency=io_task_limit(pipeline_workers(config)),
+        writers = io_task_limit(pipeline_workers(config))  # as build_dataset's finalize step, to fuse with it
+        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN], concurrency=writers,
                          ray_remote_args={"num_cpus": config.runtime.task_cpus})
         for part in ("data", "dropped"):
             written = staging / f"{OUTPUT_COLUMN}={part}"
