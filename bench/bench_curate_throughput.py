@@ -519,10 +519,11 @@ def main() -> None:
         if "memory" in parts:
             base = args.memory_pages
             mem = {}
+            workers = args.memory_workers
+            cores = list(range(min(workers, os.cpu_count() or 1)))
             for name, n in (("1x", base), ("10x", base * 10)):
                 path = write_crawl(args.shared, n, Path(tmp) / f"mem-{name}", files=FILES)
-                workers = args.memory_workers
-                mem[name] = run_child(["memory", str(path), str(workers)], list(range(min(workers, os.cpu_count() or 1))))
+                mem[name] = run_child(["memory", str(path), str(workers)], cores)
                 shutil.rmtree(path)
                 print("memory", name, mem[name], flush=True)
             mem["growth"] = round(mem["10x"]["peak_pss_mib"] / mem["1x"]["peak_pss_mib"], 3)

@@ -217,15 +217,19 @@ def build_accounting(kept: int, drops: dict[tuple[str, str], int], seconds: dict
 
 # ---------------------------------------------------------------- the run
 
-def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | None = None):
-    """Lazy Ray Dataset of every input row after all enabled stages (nothing runs yet)."""
+def build_dataset(config: CurateConfig, inputs, plan=None, clock: StageClock | None = None,
+                  workers: int | None = None):
+    """Lazy Ray Dataset of every input row after all enabled stages (nothing runs yet).
+
+    `workers`: pipeline actors (default: pipeline_workers(config)); run_curate resolves it once
+    and sizes its writer from the same value, so the finalize step fuses with the write."""
     import ray
 
     from curate.readers import read_inputs
 
     plan = plan or check_stages(config)
     task_cpus = config.runtime.task_cpus
-    workers = pipeline_workers(config)
+    workers = workers or pipeline_workers(config)
     io_tasks = io_task_limit(workers)
     batch_size = config.runtime.batch_size
     # One worker: the read runs inside the first segment's actor (Ray Data fuses a task map into
@@ -405,9 +409,9 @@ def run_curate(config: CurateConfig, inputs, output_dir: str | Path, write_card:
     with dataset_dir(output_dir, "document") as out:
         staging = out.root / "_staging"
         clock = StageClock(out.root / "_clock")
-        ds, family = build_dataset(config, inputs, plan, clock)
-        writers = io_task_limit(pipeline_workers(config))  # as build_dataset's finalize step, to fuse with it
-        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN], concurrency=writers,
+        workers = pipeline_workers(config)
+        ds, family = build_dataset(config, inputs, plan, clock, workers=workers)
+        ds.write_parquet(str(staging), partition_cols=[OUTPUT_COLUMN], concurrency=io_task_limit(workers),
                          ray_remote_args={"num_cpus": config.runtime.task_cpus})
         for part in ("data", "dropped"):
             written = staging / f"{OUTPUT_COLUMN}={part}"
